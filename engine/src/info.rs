@@ -1,0 +1,69 @@
+//! A report of the machine bitgrad runs on: CPU, threads, SIMD level, and whether CUDA could be
+//! used. Never panics: a missing CUDA driver is a line in the report, not an error.
+
+/// The widest SIMD instruction set the CPU offers that the CPU kernels (through `gemm`) use.
+pub fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return "avx2+fma";
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            return "avx";
+        }
+        "sse2"
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "neon"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
+/// The CPU model name from /proc/cpuinfo, when there is one.
+pub fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())
+}
+
+/// Whether the CUDA driver library (libcuda.so.1) can be loaded. Checked before anything touches
+/// the driver, because cudarc panics when it is absent.
+pub fn cuda_driver_present() -> bool {
+    // SAFETY: only tries to dlopen the library; no driver call is made.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Whether NVRTC (the runtime CUDA compiler, libnvrtc.so.13) can be loaded.
+pub fn nvrtc_present() -> bool {
+    // SAFETY: as above, only a dlopen.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// The report printed by `bitgrad info`.
+pub fn machine_report() -> String {
+    let mut s = String::new();
+    let threads = rayon::current_num_threads();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    s += &format!("cpu:          {}\n", cpu_model().unwrap_or_else(|| "unknown".into()));
+    s += &format!("threads:      {threads} (of {cores} available; set RAYON_NUM_THREADS to change)\n");
+    s += &format!("simd:         {}\n", simd_level());
+    let cuda = if cuda_driver_present() {
+        "driver library found (libcuda.so.1); the CUDA backend is not in this build yet".to_string()
+    } else {
+        "no CUDA driver found (libcuda.so.1 not loadable); put its folder on LD_LIBRARY_PATH on a GPU machine"
+            .to_string()
+    };
+    s += &format!("cuda:         {cuda}\n");
+    s += &format!(
+        "nvrtc:        {}\n",
+        if nvrtc_present() { "libnvrtc.so.13 found" } else { "not found (scripts/test.sh installs the pinned wheels)" }
+    );
+    s += "devices:      cpu (available), emu (not in this build yet), cuda (not in this build yet)\n";
+    s
+}

@@ -1,0 +1,5 @@
+//! bitgrad-models: the BiT ResNet-v2 family on bitgrad — nn building blocks, the models, weight
+//! I/O (timm safetensors, original .npz), the optimizer, the HyperRule schedule, data and the
+//! training loop. Populated by the models and fine-tuning issues.
+
+pub use bitgrad_ops as ops;
