@@ -85,3 +85,9 @@ with_dtype!(f16, F16, |x: f16| x.to_f64(), f16::from_f64);
 with_dtype!(bf16, BF16, |x: bf16| x.to_f64(), bf16::from_f64);
 with_dtype!(i64, I64, |x: i64| x as f64, |v: f64| v as i64);
 with_dtype!(u8, U8, |x: u8| x as f64, |v: f64| v as u8);
+
+/// The floating-point element types kernels are written for (f32, and f64 for references and
+/// gradient checks). f16/bf16 are converted to f32 before a kernel runs.
+pub trait FloatElem: crate::CpuElement + num_traits::Float + num_traits::FromPrimitive + Default + std::iter::Sum {}
+impl FloatElem for f32 {}
+impl FloatElem for f64 {}

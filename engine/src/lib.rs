@@ -28,7 +28,7 @@ mod tensor;
 
 pub use autograd::{no_grad, BackwardOp, GradStore};
 pub use device::Device;
-pub use dtype::{DType, WithDType};
+pub use dtype::{DType, FloatElem, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use rng::Rng;

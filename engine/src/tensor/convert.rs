@@ -35,3 +35,35 @@ impl Tensor {
         Ok(self.to_vec_f64()?[0])
     }
 }
+
+impl Tensor {
+    /// Calls `f` with the elements of this contiguous CPU tensor, without copying. Kernels in the
+    /// ops crate use this to read their inputs (call `contiguous()` first when unsure).
+    pub fn with_cpu_slice<T: CpuElement, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+        let st = self.storage();
+        let v = self.checked_slice::<T>(st.as_cpu(), "with_cpu_slice")?;
+        Ok(f(&v[self.layout().offset()..self.layout().offset() + self.numel()]))
+    }
+
+    /// Calls `f` with mutable access to the elements of this contiguous CPU tensor, in place.
+    /// Every view of the same storage sees the change (this is how optimizers update weights).
+    pub fn with_cpu_slice_mut<T: CpuElement, R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        if !self.is_contiguous() {
+            return Err(Error::invalid("with_cpu_slice_mut", format!("tensor of shape {} is not contiguous", self.shape())));
+        }
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch { op: "with_cpu_slice_mut", lhs: self.dtype(), rhs: T::DTYPE });
+        }
+        let (o, n) = (self.layout().offset(), self.numel());
+        let mut st = self.storage_mut();
+        let v = T::slice_mut(st.as_cpu_mut()).expect("dtype checked above");
+        Ok(f(&mut v[o..o + n]))
+    }
+
+    fn checked_slice<'a, T: CpuElement>(&self, s: &'a crate::CpuStorage, op: &'static str) -> Result<&'a [T]> {
+        if !self.is_contiguous() {
+            return Err(Error::invalid(op, format!("tensor of shape {} is not contiguous", self.shape())));
+        }
+        T::slice(s).ok_or(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE })
+    }
+}
