@@ -79,7 +79,9 @@ pub fn check_gradients(
             };
             let numeric = (eval(opts.eps)? - eval(-opts.eps)?) / (2.0 * opts.eps);
             let err = (analytic[j] - numeric).abs();
-            if !(err <= opts.atol + opts.rtol * numeric.abs()) {
+            // A NaN anywhere (err or numeric) must fail, not slip through a false comparison.
+            let tol = opts.atol + opts.rtol * numeric.abs();
+            if err.is_nan() || tol.is_nan() || err > tol {
                 return Err(Error::Msg(format!(
                     "gradient check failed for input {i} (shape {}) at element {j}: analytic {} vs numeric {} (|diff| {err:e})",
                     leaf.shape(),

@@ -120,7 +120,9 @@ impl Layout {
         if shape.numel() != self.numel() {
             return None;
         }
-        if self.is_contiguous() {
+        // An empty tensor addresses no element, so any strides describe it; the general path
+        // below would index past the end of its dims when a zero-size axis meets a larger one.
+        if self.is_contiguous() || self.numel() == 0 {
             return Some(Layout { shape: shape.clone(), strides: shape.contiguous_strides(), offset: self.offset });
         }
         // Drop size-1 axes of the old layout: they carry no stride information.

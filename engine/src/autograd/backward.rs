@@ -120,8 +120,8 @@ impl Tensor {
     /// Backpropagates a given gradient of some loss with respect to this tensor.
     pub fn backward_with(&self, grad_output: &Tensor) -> Result<()> {
         let store = grad(self, grad_output)?;
-        for (leaf, g) in store.iter() {
-            leaf.accumulate_grad(g)?;
+        for (leaf, g) in store.into_pairs() {
+            leaf.accumulate_grad_owned(g)?;
         }
         Ok(())
     }

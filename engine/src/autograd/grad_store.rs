@@ -34,6 +34,11 @@ impl GradStore {
         self.grads.remove(&t.id()).map(|(_, g)| g)
     }
 
+    /// Consumes the store, yielding owned (leaf, gradient) pairs.
+    pub(crate) fn into_pairs(self) -> impl Iterator<Item = (Tensor, Tensor)> {
+        self.grads.into_values()
+    }
+
     /// (leaf, gradient) pairs.
     pub fn iter(&self) -> impl Iterator<Item = (&Tensor, &Tensor)> {
         self.grads.values().map(|(t, g)| (t, g))

@@ -43,3 +43,21 @@ impl Node {
         Node { op, inputs }
     }
 }
+
+impl Drop for Node {
+    /// Dropping a graph that backward did not free (an evaluation run without `no_grad`, a
+    /// running total that was never detached) would otherwise recurse once per op along the
+    /// chain (tensor → node → input tensor → node …) and overflow the stack on deep graphs.
+    /// Unlink it with an explicit stack instead: take the node out of each input this node held
+    /// the last handle to, before that handle is dropped.
+    fn drop(&mut self) {
+        let mut stack = std::mem::take(&mut self.inputs);
+        while let Some(t) = stack.pop() {
+            if std::sync::Arc::strong_count(&t.0) == 1 {
+                if let Some(mut node) = t.take_node() {
+                    stack.append(&mut node.inputs);
+                }
+            }
+        }
+    }
+}

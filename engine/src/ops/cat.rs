@@ -35,6 +35,16 @@ impl Tensor {
         let first = tensors.first().ok_or_else(|| Error::invalid("stack", "needs at least one tensor"))?;
         let rank = first.rank() as isize;
         let a = if axis < 0 { axis + rank + 1 } else { axis };
+        // The new axis goes anywhere in 0..=rank. Check here: `unsqueeze` would read a value
+        // that is still negative as counted from the end a second time (-4 on rank 2 → axis 2).
+        if a < 0 || a > rank {
+            return Err(Error::AxisOutOfRange {
+                op: "stack",
+                axis,
+                rank: first.rank() + 1,
+                shape: first.shape().clone(),
+            });
+        }
         for t in tensors {
             if t.shape() != first.shape() {
                 return Err(Error::ShapeMismatch { op: "stack", lhs: first.shape().clone(), rhs: t.shape().clone() });

@@ -169,6 +169,13 @@ impl Tensor {
     }
     /// Adds `g` to the accumulated gradient (used by backward; public for optimizers and tests).
     pub fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
+        // The caller keeps its handle, so the first gradient is always copied.
+        self.accumulate_grad_owned(g.clone())
+    }
+
+    /// [`Tensor::accumulate_grad`] taking the gradient by value: backward hands over the handles
+    /// of its gradient store, so a gradient nobody else can see is kept without a copy.
+    pub(crate) fn accumulate_grad_owned(&self, g: Tensor) -> Result<()> {
         if g.shape() != self.shape() {
             return Err(Error::ShapeMismatch {
                 op: "accumulate_grad",
@@ -179,10 +186,34 @@ impl Tensor {
         let mut slot = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
         let _guard = autograd::no_grad();
         *slot = Some(match slot.take() {
-            Some(old) => old.add(g)?,
-            None => g.contiguous()?.detach(),
+            Some(old) => old.add(&g)?,
+            // The first gradient is kept as is only when nothing else can see its buffer. Backward
+            // hands one tensor to several leaves (`a + b`), passes the caller's seed through, and
+            // gives each input of `cat` a slice of one buffer; stored as is, those `.grad()`s
+            // would alias each other (an in-place update of one would change the others) and a
+            // slice would keep the whole buffer alive.
+            None if g.owns_its_storage() => g.detach(),
+            None => g.fresh_copy()?,
         });
         Ok(())
+    }
+
+    /// True when this is the only handle on its storage (and on itself) and covers all of the
+    /// storage, row-major.
+    fn owns_its_storage(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+            && self.storage_refcount() == 1
+            && self.is_contiguous()
+            && self.layout().offset() == 0
+            && self.storage().as_cpu().len() == self.numel()
+    }
+
+    /// A row-major copy in a new buffer (unlike `contiguous`, which returns `self` when it can).
+    fn fresh_copy(&self) -> Result<Tensor> {
+        let out = match &*self.storage() {
+            Storage::Cpu(s) => crate::cpu::copy::contiguous(s, self.layout()),
+        };
+        Ok(Tensor::from_storage(Storage::Cpu(out), self.shape()))
     }
 
     /// The inputs of the node that made this tensor, if it still has one.
