@@ -30,7 +30,10 @@ fn spirals(rng: &mut Rng) -> Result<(Tensor, Tensor)> {
             ys.push(c as i64);
         }
     }
-    Ok((Tensor::from_vec(xs, [CLASSES * PER_CLASS, 2], Device::Cpu)?, Tensor::from_vec(ys, [CLASSES * PER_CLASS], Device::Cpu)?))
+    Ok((
+        Tensor::from_vec(xs, [CLASSES * PER_CLASS, 2], Device::Cpu)?,
+        Tensor::from_vec(ys, [CLASSES * PER_CLASS], Device::Cpu)?,
+    ))
 }
 
 /// A parameter: a leaf tensor that collects gradients.
@@ -43,7 +46,7 @@ fn main() -> Result<()> {
     let (x, y) = spirals(&mut rng)?;
     // He initialisation for the ReLU layer, small weights for the logits.
     let mut params = vec![
-        param([2, HIDDEN], (2.0f64 / 2.0).sqrt(), &mut rng)?,
+        param([2, HIDDEN], 1.0, &mut rng)?, // sqrt(2 / fan_in) with fan_in = 2
         Tensor::zeros([HIDDEN], DType::F32, Device::Cpu)?.requires_grad_(true),
         param([HIDDEN, CLASSES], 0.01, &mut rng)?,
         Tensor::zeros([CLASSES], DType::F32, Device::Cpu)?.requires_grad_(true),

@@ -88,6 +88,9 @@ with_dtype!(u8, U8, |x: u8| x as f64, |v: f64| v as u8);
 
 /// The floating-point element types kernels are written for (f32, and f64 for references and
 /// gradient checks). f16/bf16 are converted to f32 before a kernel runs.
-pub trait FloatElem: crate::CpuElement + num_traits::Float + num_traits::FromPrimitive + Default + std::iter::Sum {}
+pub trait FloatElem:
+    crate::CpuElement + num_traits::Float + num_traits::FromPrimitive + Default + std::iter::Sum
+{
+}
 impl FloatElem for f32 {}
 impl FloatElem for f64 {}

@@ -62,7 +62,11 @@ pub fn machine_report() -> String {
     s += &format!("cuda:         {cuda}\n");
     s += &format!(
         "nvrtc:        {}\n",
-        if nvrtc_present() { "libnvrtc.so.13 found" } else { "not found (needed only to compile CUDA kernels; see docs/architecture.md)" }
+        if nvrtc_present() {
+            "libnvrtc.so.13 found"
+        } else {
+            "not found (needed only to compile CUDA kernels; see docs/architecture.md)"
+        }
     );
     s += "devices:      cpu (available), emu (not in this build yet), cuda (not in this build yet)\n";
     s

@@ -1,7 +1,25 @@
-//! bitgrad-ops: the neural-network ops of a BiT ResNet, one folder per op (mod.rs with the API
-//! and backward, cpu.rs, gpu.rs, tests.rs), each plugging into the engine's autograd through
-//! [`bitgrad_engine::BackwardOp`].
+//! bitgrad-ops: the neural-network ops of a BiT ResNet on top of the engine.
 //!
-//! The ops arrive with the CPU-ops issue; the engine already provides everything they build on.
+//! One folder per op: `mod.rs` (the public API, shape checks, the `BackwardOp` and its formulas,
+//! docs), `cpu.rs` (the CPU kernels — the numerical reference and the twin of each GPU kernel),
+//! `tests.rs` (gradient checks, invariants). `gpu.rs` joins each folder with the GPU runtime.
+//!
+//! Conventions shared by every op:
+//! * free functions taking `&Tensor`s and a small params struct, returning `Result<Tensor>`;
+//! * NCHW activations, OIHW weights, f32 (f64 accepted everywhere for gradient checks);
+//! * the forward saves what backward needs inside its `BackwardOp` struct (never the output:
+//!   backward receives it), and backward is one fused pass where speed matters;
+//! * bad shapes, dtypes and devices are `Error`s that name the shapes, never panics.
+
+pub mod batch_norm;
+pub mod conv2d;
+pub mod dropout;
+pub mod group_norm;
+pub mod linear;
+pub mod pad;
+pub mod pool;
+pub mod sgd;
+pub mod softmax_xent;
+pub mod weight_std;
 
 pub use bitgrad_engine as engine;

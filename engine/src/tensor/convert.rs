@@ -49,7 +49,10 @@ impl Tensor {
     /// Every view of the same storage sees the change (this is how optimizers update weights).
     pub fn with_cpu_slice_mut<T: CpuElement, R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
         if !self.is_contiguous() {
-            return Err(Error::invalid("with_cpu_slice_mut", format!("tensor of shape {} is not contiguous", self.shape())));
+            return Err(Error::invalid(
+                "with_cpu_slice_mut",
+                format!("tensor of shape {} is not contiguous", self.shape()),
+            ));
         }
         if T::DTYPE != self.dtype() {
             return Err(Error::DTypeMismatch { op: "with_cpu_slice_mut", lhs: self.dtype(), rhs: T::DTYPE });

@@ -1,0 +1,187 @@
+//! 2-d convolution (cross-correlation, as in every deep-learning framework), with gradients for
+//! the input, the weight and the bias.
+//!
+//! # The math
+//!
+//! Input `x[B, C, H, W]`, weight `w[O, C/G, kh, kw]` (G groups: output channel `o` sees only the
+//! input channels of its group `g = o / (O/G)`), optional bias `b[O]`:
+//!
+//! ```text
+//! y[n, o, oh, ow] = b[o] + Σ_{c, i, j} w[o, c, i, j] · x[n, g·C/G + c, oh·sh + i·dh − pt, ow·sw + j·dw − pl]
+//! ```
+//!
+//! with `x = 0` outside the image (zero padding, possibly different on each side), and output
+//! size `OH = ⌊(H + pt + pb − dh·(kh − 1) − 1) / sh⌋ + 1` (likewise `OW`).
+//!
+//! Written with the column matrix `cols[(c, i, j), (n, oh, ow)]` = the input value that weight
+//! `(c, i, j)` meets at output pixel `(n, oh, ow)` (im2col), each group's convolution is one
+//! matrix product `Y_g = W_g · cols_g`, and the gradients are the two other products of the same
+//! three matrices:
+//!
+//! * `dW_g = dY_g · cols_gᵀ` (summed over the batch),
+//! * `dcols_g = W_gᵀ · dY_g`, and `dx = col2im(dcols)`: im2col copies each pixel into several
+//!   columns, so its adjoint adds every column entry back onto the pixel it came from (entries
+//!   that came from the padding are dropped),
+//! * `db[o] = Σ_{n, oh, ow} dY[n, o, oh, ow]`.
+//!
+//! One [`BackwardOp`] computes all three (the weight gradient in one pass over the batch, the
+//! input gradient in another), and skips whichever input does not require a gradient (the
+//! network's input image, typically).
+//!
+//! # Implementation (CPU)
+//!
+//! See `cpu.rs`: batch chunks, one GEMM per group through the `gemm` crate, no im2col for 1×1
+//! stride-1 unpadded convolutions (the image is the column matrix), a column workspace of at
+//! most 32 MiB per chunk (or one image's columns, if larger), chunks side by side on the threads
+//! when there are enough of them and gemm's own threads otherwise, parallel im2col/col2im, and
+//! results that do not depend on the number of threads. The weight gradient accumulates over the
+//! batch in a single `[O, C/G·kh·kw]` buffer. Benchmarks against PyTorch: `examples/bench_conv.rs`
+//! and the conv2d section of `docs/benchmarks.md`.
+//!
+//! # Dtypes
+//!
+//! f32 and f64 run natively. f16 and bf16 are converted to f32 at the boundary (recorded casts,
+//! so gradients flow back in the input dtype) and the output is rounded once to the input dtype.
+//! Integer dtypes are an error.
+
+mod columns;
+mod cpu;
+mod matmul;
+mod params;
+mod workspace;
+
+#[cfg(test)]
+mod tests;
+
+pub use params::{Conv2dParams, Padding};
+
+use bitgrad_engine::{BackwardOp, DType, Error, FloatElem, Result, Storage, Tensor};
+use params::Geom;
+
+/// `y = conv2d(x, w) + bias`: `x` is `[B, C, H, W]`, `w` is `[O, C / groups, kh, kw]`, `bias` is
+/// `[O]`; the result is `[B, O, OH, OW]` (see the module docs for the formula and output size).
+///
+/// Errors (never panics) on: ranks other than 4, channel counts that do not match the weight or
+/// are not divisible by `groups`, a bias that is not `[O]`, zero stride, dilation or groups, a
+/// (dilated) kernel larger than the padded input, mixed dtypes or devices, integer dtypes.
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<Tensor> {
+    let geom = check(x, w, bias, p)?;
+    match x.dtype() {
+        DType::F32 | DType::F64 => {}
+        DType::F16 | DType::BF16 => {
+            let up = |t: &Tensor| t.to_dtype(DType::F32);
+            let b32 = bias.map(up).transpose()?;
+            return conv2d(&up(x)?, &up(w)?, b32.as_ref(), p)?.to_dtype(x.dtype());
+        }
+        dtype => return Err(Error::UnsupportedDType { op: "conv2d", dtype }),
+    }
+    // The node keeps the contiguous tensors (recorded copies when the caller passed views), so
+    // backward reads them without copying again.
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let bias = bias.map(|b| b.contiguous()).transpose()?;
+    let out = match x.dtype() {
+        DType::F32 => forward::<f32>(&x, &w, bias.as_ref(), &geom)?,
+        _ => forward::<f64>(&x, &w, bias.as_ref(), &geom)?,
+    };
+    let out = Tensor::from_storage(out, [geom.batch, geom.o, geom.oh, geom.ow]);
+    let op = Conv2dBackward { geom };
+    Ok(match &bias {
+        Some(b) => out.record(&[&x, &w, b], op),
+        None => out.record(&[&x, &w], op),
+    })
+}
+
+fn forward<T: FloatElem>(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, geom: &Geom) -> Result<Storage> {
+    let out = x.with_cpu_slice::<T, _>(|xs| {
+        w.with_cpu_slice::<T, _>(|ws| match bias {
+            Some(b) => b.with_cpu_slice::<T, _>(|bs| cpu::forward(xs, ws, Some(bs), geom, cpu::MAX_COL_BYTES)),
+            None => Ok(cpu::forward(xs, ws, None, geom, cpu::MAX_COL_BYTES)),
+        })
+    })???;
+    Ok(Storage::Cpu(T::into_storage(out)))
+}
+
+/// Shapes, dtypes and devices of a call, checked before any work.
+fn check(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<Geom> {
+    if x.rank() != 4 {
+        return Err(Error::invalid("conv2d", format!("input must be 4-d [B, C, H, W], got shape {}", x.shape())));
+    }
+    if w.rank() != 4 {
+        return Err(Error::invalid(
+            "conv2d",
+            format!("weight must be 4-d [O, C/groups, kh, kw], got shape {}", w.shape()),
+        ));
+    }
+    if w.dtype() != x.dtype() {
+        return Err(Error::DTypeMismatch { op: "conv2d", lhs: x.dtype(), rhs: w.dtype() });
+    }
+    if w.device() != x.device() {
+        return Err(Error::DeviceMismatch { op: "conv2d", lhs: x.device(), rhs: w.device() });
+    }
+    if !x.dtype().is_float() {
+        return Err(Error::UnsupportedDType { op: "conv2d", dtype: x.dtype() });
+    }
+    let geom = Geom::new(x.dims(), w.dims(), p)?;
+    if let Some(b) = bias {
+        if b.dims() != [geom.o] {
+            return Err(Error::invalid(
+                "conv2d",
+                format!(
+                    "bias must be [{}] (one per output channel of weight {}), got shape {}",
+                    geom.o,
+                    w.shape(),
+                    b.shape()
+                ),
+            ));
+        }
+        if b.dtype() != x.dtype() {
+            return Err(Error::DTypeMismatch { op: "conv2d", lhs: x.dtype(), rhs: b.dtype() });
+        }
+        if b.device() != x.device() {
+            return Err(Error::DeviceMismatch { op: "conv2d", lhs: x.device(), rhs: b.device() });
+        }
+    }
+    Ok(geom)
+}
+
+/// The backward of [`conv2d`]: inputs `[x, w]` or `[x, w, bias]`, all contiguous.
+struct Conv2dBackward {
+    geom: Geom,
+}
+
+impl BackwardOp for Conv2dBackward {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+
+    /// `dx = col2im(Wᵀ·dY)`, `dW = Σ dY·colsᵀ`, `db = Σ dY` (see the module docs), each only when
+    /// that input requires a gradient.
+    fn backward(&self, inputs: &[Tensor], _y: &Tensor, gy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let gy = gy.contiguous()?;
+        let need =
+            [inputs[0].requires_grad(), inputs[1].requires_grad(), inputs.get(2).is_some_and(|b| b.requires_grad())];
+        let grads = match gy.dtype() {
+            DType::F32 => backward::<f32>(inputs, &gy, &self.geom, need)?,
+            DType::F64 => backward::<f64>(inputs, &gy, &self.geom, need)?,
+            dtype => return Err(Error::UnsupportedDType { op: "conv2d backward", dtype }),
+        };
+        let g = &self.geom;
+        let wrap = |v: Option<Storage>, shape: Vec<usize>| v.map(|v| Tensor::from_storage(v, shape));
+        let mut out = vec![wrap(grads.dx, vec![g.batch, g.c, g.h, g.w]), wrap(grads.dw, vec![g.o, g.cg(), g.kh, g.kw])];
+        if inputs.len() == 3 {
+            out.push(wrap(grads.db, vec![g.o]));
+        }
+        Ok(out)
+    }
+}
+
+fn backward<T: FloatElem>(inputs: &[Tensor], gy: &Tensor, geom: &Geom, need: [bool; 3]) -> Result<cpu::Grads<Storage>> {
+    let (x, w) = (&inputs[0], &inputs[1]);
+    let grads = x.with_cpu_slice::<T, _>(|xs| {
+        w.with_cpu_slice::<T, _>(|ws| {
+            gy.with_cpu_slice::<T, _>(|gs| cpu::backward(xs, ws, gs, geom, need, cpu::MAX_COL_BYTES))
+        })
+    })???;
+    let st = |v: Option<Vec<T>>| v.map(|v| Storage::Cpu(T::into_storage(v)));
+    Ok(cpu::Grads { dx: st(grads.dx), dw: st(grads.dw), db: st(grads.db) })
+}

@@ -1,0 +1,107 @@
+//! Test helpers shared by the tests of pad, pool, dropout, linear, softmax_xent and sgd:
+//! seeded f64 inputs, non-contiguous presentations of a leaf, and a gradient check that reports
+//! through proptest.
+#![allow(dead_code)]
+
+use bitgrad_engine::gradcheck::{check_gradients, GradCheck};
+use bitgrad_engine::{DType, Device, Result, Rng, Tensor};
+use proptest::test_runner::TestCaseError;
+
+pub const CPU: Device = Device::Cpu;
+
+/// Normal(0, 1) f64 values.
+pub fn randn(dims: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(dims.to_vec(), 0.0, 1.0, DType::F64, CPU, &mut Rng::new(seed)).unwrap()
+}
+
+/// Pairwise distinct values (a shuffled ramp with steps ≥ 0.2, centred on 0): max-pool windows
+/// and relu never sit on a tie or a kink within a finite-difference step.
+pub fn distinct(dims: &[usize], seed: u64) -> Tensor {
+    let n: usize = dims.iter().product();
+    let mut rng = Rng::new(seed);
+    let mut perm: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        perm.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let v = perm.iter().map(|&k| (k as f64 - n as f64 / 2.0) * 0.25 + 0.1).collect();
+    Tensor::from_vec(v, dims.to_vec(), CPU).unwrap()
+}
+
+/// How an op sees a leaf: the leaf is stored with its axes in another order and `view` permutes
+/// it back, so the op gets a non-contiguous tensor of the logical shape.
+#[derive(Debug, Clone)]
+pub struct Permuted {
+    /// The permutation applied to the leaf (`None`: the leaf is used as is).
+    pub perm: Option<Vec<usize>>,
+}
+
+impl Permuted {
+    /// A permutation derived from `seed` (identity for `seed % 3 == 0`), or none for rank < 2.
+    pub fn from_seed(rank: usize, seed: u64) -> Self {
+        if rank < 2 || seed % 3 == 0 {
+            return Permuted { perm: None };
+        }
+        let mut rng = Rng::new(seed ^ 0xA5A5);
+        let mut p: Vec<usize> = (0..rank).collect();
+        for i in (1..rank).rev() {
+            p.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        if p.iter().enumerate().all(|(i, &v)| i == v) {
+            p.swap(0, rank - 1);
+        }
+        Permuted { perm: Some(p) }
+    }
+
+    /// The stored leaf for a tensor `logical`: its axes reordered so that `view` restores them.
+    pub fn leaf(&self, logical: &Tensor) -> Tensor {
+        match &self.perm {
+            None => logical.clone(),
+            Some(p) => {
+                let mut inverse = vec![0; p.len()];
+                for (i, &a) in p.iter().enumerate() {
+                    inverse[a] = i;
+                }
+                logical.permute(&inverse).unwrap().contiguous().unwrap()
+            }
+        }
+    }
+
+    /// The logical (non-contiguous) view of a stored leaf.
+    pub fn view(&self, leaf: &Tensor) -> Result<Tensor> {
+        match &self.perm {
+            None => Ok(leaf.clone()),
+            Some(p) => leaf.permute(p),
+        }
+    }
+}
+
+/// Gradient-checks `f` at `inputs` (f64 leaves), requiring every element to be compared.
+pub fn gradcheck(
+    what: &str,
+    inputs: &[Tensor],
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> std::result::Result<(), TestCaseError> {
+    let report =
+        check_gradients(f, inputs, GradCheck::default()).map_err(|e| TestCaseError::fail(format!("{what}: {e}")))?;
+    let total: usize = inputs.iter().map(|t| t.numel()).sum();
+    if report.checked != total {
+        return Err(TestCaseError::fail(format!("{what}: checked {} of {total} elements", report.checked)));
+    }
+    Ok(())
+}
+
+/// `Ok` or a proptest failure naming `what` and the error.
+pub fn named<T>(what: &str, r: Result<T>) -> std::result::Result<T, TestCaseError> {
+    r.map_err(|e| TestCaseError::fail(format!("{what}: {e}")))
+}
+
+/// Largest |a − b| relative to max(1, |b|).
+pub fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f64::max)
+}
+
+/// The f32 copy of an f64 tensor.
+pub fn to_f32(t: &Tensor) -> Tensor {
+    t.to_dtype(DType::F32).unwrap()
+}

@@ -1,0 +1,210 @@
+//! Stochastic gradient descent with momentum, weight decay and Nesterov, as `torch.optim.SGD`
+//! (with `dampening = 0`, which BiT uses and this optimizer fixes).
+//!
+//! For each parameter `w` with a gradient, one fused in-place pass:
+//!
+//! ```text
+//! g ← grad + wd·w
+//! buf ← μ·buf + g          (buf ← g on the parameter's first step, as PyTorch)
+//! g ← g + μ·buf            if nesterov, else g ← buf
+//! w ← w − lr·g
+//! ```
+//!
+//! with `μ = 0` skipping the buffer entirely (no buffer is created). The arithmetic is done in the
+//! parameter's dtype in PyTorch's order and with PyTorch's roundings (`x.add(y, alpha=a)` is one
+//! fused multiply-add in its CPU kernels; see `cpu::Hyper`), hyper-parameters converted to the
+//! dtype first, so f32 and f64 runs match `torch.optim.SGD` bit for bit (checked in the tests
+//! against numbers from torch 2.15).
+//!
+//! **In place, no allocation after the first step.** Parameters are updated through
+//! `Tensor::with_cpu_slice_mut`, so every view of a parameter's storage sees the new values.
+//! Momentum buffers are created on a parameter's first step and updated in place afterwards
+//! (their storage never moves; a test checks the pointer).
+//!
+//! **Buffers are keyed by [`TensorId`].** A tensor's id belongs to its *handle*:
+//! `requires_grad_`, `detach` and views return new handles with new ids over the same storage. So
+//! pass the very same parameter handles to every `step` (the ones that collect `.grad()`); a new
+//! handle for the same weights is a new parameter to the optimizer, with a fresh buffer, while the
+//! old buffer stays until [`Sgd::clear_state`]. [`Sgd::state`] and [`Sgd::load_state`] save and
+//! restore the buffers in the order of a parameter list, which is also how to carry them over to
+//! new handles (e.g. when resuming from a checkpoint: the resumed run is then exact).
+//!
+//! Dtypes: f32 and f64 parameters; the gradient must have the parameter's dtype and shape.
+
+pub(crate) mod cpu;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use bitgrad_engine::{no_grad, DType, Error, FloatElem, Result, Storage, Tensor, TensorId};
+
+/// SGD with momentum (dampening 0), weight decay and optional Nesterov momentum.
+#[derive(Debug)]
+pub struct Sgd {
+    /// Learning rate (a schedule may change it between steps).
+    pub lr: f64,
+    /// Momentum factor μ; 0 disables the buffers.
+    pub momentum: f64,
+    /// L2 penalty added to the gradient: `g + wd·w`.
+    pub weight_decay: f64,
+    /// Nesterov momentum (requires `momentum > 0`).
+    pub nesterov: bool,
+    buffers: HashMap<TensorId, Tensor>,
+}
+
+/// Clears the `.grad()` of every parameter.
+pub fn zero_grad(params: &[Tensor]) {
+    params.iter().for_each(Tensor::zero_grad);
+}
+
+impl Sgd {
+    /// An optimizer with the given hyper-parameters (checked as PyTorch does).
+    pub fn new(lr: f64, momentum: f64, weight_decay: f64, nesterov: bool) -> Result<Sgd> {
+        let sgd = Sgd { lr, momentum, weight_decay, nesterov, buffers: HashMap::new() };
+        sgd.check()?;
+        Ok(sgd)
+    }
+
+    fn check(&self) -> Result<()> {
+        for (name, v) in [("learning rate", self.lr), ("momentum", self.momentum), ("weight_decay", self.weight_decay)]
+        {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::invalid("sgd", format!("invalid {name}: {v} (must be finite and ≥ 0)")));
+            }
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return Err(Error::invalid("sgd", "Nesterov momentum requires a momentum > 0"));
+        }
+        Ok(())
+    }
+
+    /// One update of every parameter that has a gradient (others are skipped). Each parameter
+    /// must appear once in `params`.
+    pub fn step(&mut self, params: &[Tensor]) -> Result<()> {
+        self.check()?;
+        let _no_grad = no_grad();
+        for (i, p) in params.iter().enumerate() {
+            let Some(grad) = p.grad() else { continue };
+            self.update(i, p, &grad)?;
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, index: usize, p: &Tensor, grad: &Tensor) -> Result<()> {
+        if grad.shape() != p.shape() {
+            return Err(Error::ShapeMismatch { op: "sgd step", lhs: p.shape().clone(), rhs: grad.shape().clone() });
+        }
+        if grad.dtype() != p.dtype() {
+            return Err(Error::DTypeMismatch { op: "sgd step", lhs: p.dtype(), rhs: grad.dtype() });
+        }
+        if !p.is_contiguous() {
+            return Err(Error::invalid(
+                "sgd step",
+                format!("parameter {index} (shape {}) is a non-contiguous view; pass the parameter itself", p.shape()),
+            ));
+        }
+        let mut g = grad.contiguous()?;
+        if g.same_storage(p) {
+            // Never read and write one storage under two locks: work from a copy (never happens
+            // with gradients computed by backward).
+            g = Tensor::from_f64_vec(g.to_vec_f64()?, g.shape(), g.dtype(), g.device())?;
+        }
+        match p.dtype() {
+            DType::F32 => self.update_typed::<f32>(p, &g),
+            DType::F64 => self.update_typed::<f64>(p, &g),
+            d => Err(Error::UnsupportedDType { op: "sgd step", dtype: d }),
+        }
+    }
+
+    fn update_typed<T: FloatElem>(&mut self, p: &Tensor, g: &Tensor) -> Result<()> {
+        let h = cpu::Hyper::<T>::new(self.lr, self.momentum, self.weight_decay, self.nesterov);
+        if self.momentum == 0.0 {
+            return p.with_cpu_slice_mut(|w: &mut [T]| g.with_cpu_slice(|g: &[T]| cpu::step(w, g, None, &h)))?;
+        }
+        match self.buffers.get(&p.id()) {
+            Some(buf) => p.with_cpu_slice_mut(|w: &mut [T]| {
+                buf.with_cpu_slice_mut(|b: &mut [T]| g.with_cpu_slice(|g: &[T]| cpu::step(w, g, Some((b, false)), &h)))?
+            })??,
+            None => {
+                // The first step of this parameter: the buffer starts as the (decayed) gradient.
+                let mut b = vec![T::zero(); p.numel()];
+                p.with_cpu_slice_mut(|w: &mut [T]| {
+                    g.with_cpu_slice(|g: &[T]| cpu::step(w, g, Some((&mut b, true)), &h))
+                })??;
+                let buf = Tensor::from_storage(Storage::Cpu(T::into_storage(b)), p.shape());
+                self.buffers.insert(p.id(), buf);
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears the `.grad()` of every parameter.
+    pub fn zero_grad(&self, params: &[Tensor]) {
+        zero_grad(params)
+    }
+
+    /// The live momentum buffer of `param` (updated in place by later steps), if it has one.
+    pub fn momentum_buffer(&self, param: &Tensor) -> Option<&Tensor> {
+        self.buffers.get(&param.id())
+    }
+
+    /// Copies of the momentum buffers of `params`, in order (`None` where a parameter has no
+    /// buffer yet), for a checkpoint. Later steps do not change the copies.
+    pub fn state(&self, params: &[Tensor]) -> Result<Vec<Option<Tensor>>> {
+        params
+            .iter()
+            .map(|p| {
+                self.buffers
+                    .get(&p.id())
+                    .map(|b| Tensor::from_f64_vec(b.to_vec_f64()?, b.shape(), b.dtype(), b.device()))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// Restores momentum buffers saved by [`Sgd::state`] for `params` (the same order; the
+    /// handles may be new). Each buffer is copied, so the optimizer owns its storage. A `None`
+    /// removes the parameter's buffer (its next step starts the momentum afresh).
+    pub fn load_state(&mut self, params: &[Tensor], buffers: &[Option<Tensor>]) -> Result<()> {
+        if params.len() != buffers.len() {
+            return Err(Error::invalid(
+                "sgd load_state",
+                format!("{} parameters but {} saved buffers", params.len(), buffers.len()),
+            ));
+        }
+        for (i, (p, b)) in params.iter().zip(buffers).enumerate() {
+            if let Some(b) = b {
+                if b.shape() != p.shape() || b.dtype() != p.dtype() {
+                    return Err(Error::invalid(
+                        "sgd load_state",
+                        format!(
+                            "buffer {i} is {} {} but its parameter is {} {}",
+                            b.shape(),
+                            b.dtype(),
+                            p.shape(),
+                            p.dtype()
+                        ),
+                    ));
+                }
+            }
+        }
+        for (p, b) in params.iter().zip(buffers) {
+            match b {
+                Some(b) => {
+                    let copy = Tensor::from_f64_vec(b.to_vec_f64()?, b.shape(), b.dtype(), b.device())?;
+                    self.buffers.insert(p.id(), copy);
+                }
+                None => {
+                    self.buffers.remove(&p.id());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every momentum buffer.
+    pub fn clear_state(&mut self) {
+        self.buffers.clear();
+    }
+}

@@ -1,0 +1,85 @@
+//! CPU kernels of weight standardization, generic over f32/f64.
+//!
+//! A weight `[O, …]` is `O` contiguous rows of `n = I·kh·kw` elements. Each row is one task
+//! (rows are small enough to stay in L1/L2 between the passes over them); rows run in parallel
+//! and each row's arithmetic is sequential, so results do not depend on the thread count.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use crate::group_norm::lanes::{f64_of, filled_vec, of_f64, sum, sum_dev_sq, sum_dot};
+use bitgrad_engine::FloatElem;
+
+/// Rows per rayon task: enough for ~16k elements per task (a [64, 3, 7, 7] stem filter is
+/// 9408 elements in all, not worth splitting).
+fn min_rows_per_task(n: usize) -> usize {
+    (16 * 1024 / n.max(1)).max(1)
+}
+
+/// ŵ per row, and each row's 1/sqrt(var + eps) for the backward.
+pub(crate) fn forward<T: FloatElem>(w: &[T], rows: usize, eps: f64) -> (Vec<T>, Vec<T>) {
+    let n = w.len().checked_div(rows).unwrap_or(0);
+    let mut rstd = vec![T::zero(); rows];
+    let out = filled_vec(w.len(), |out| {
+        if n > 0 {
+            out.par_chunks_mut(n)
+                .zip(w.par_chunks(n))
+                .zip(rstd.par_iter_mut())
+                .with_min_len(min_rows_per_task(n))
+                .for_each(|((o, w), r)| *r = forward_row(w, o, eps));
+        }
+    });
+    (out, rstd)
+}
+
+crate::multiversion! {
+    /// One row: mean, corrected two-pass biased variance, then `ŵ = (w − μ)·r`.
+    ///
+    /// The correction term Σ(w − μ) makes μ exact for a constant row (where the first estimate
+    /// may be off by one rounding), so a constant filter gives exactly ŵ = 0 rather than
+    /// ±1e-12-sized noise amplified by r ≈ 1/sqrt(ε).
+    fn forward_row<T: FloatElem>(w: &[T], out: &mut [MaybeUninit<T>], eps: f64) -> T {
+        let n = w.len() as f64;
+        let mean0 = sum(w) / n;
+        let (dev, sq) = sum_dev_sq(w, of_f64::<T>(mean0));
+        let mean = f64_of(of_f64::<T>(mean0)) + dev / n;
+        let var = ((sq - dev * dev / n) / n).max(0.0);
+        let r = 1.0 / (var + eps).sqrt();
+        let (rt, mt): (T, T) = (of_f64(r), of_f64(mean));
+        for (o, &v) in out.iter_mut().zip(w) {
+            o.write((v - mt) * rt);
+        }
+        rt
+    }
+}
+
+/// dw per row from the upstream gradient `g` and the forward output `what` (= ŵ).
+pub(crate) fn backward<T: FloatElem>(g: &[T], what: &[T], rstd: &[T]) -> Vec<T> {
+    let rows = rstd.len();
+    let n = g.len().checked_div(rows).unwrap_or(0);
+    filled_vec(g.len(), |dw| {
+        if n > 0 {
+            dw.par_chunks_mut(n)
+                .zip(g.par_chunks(n).zip(what.par_chunks(n)))
+                .zip(rstd.par_iter())
+                .with_min_len(min_rows_per_task(n))
+                .for_each(|((dw, (g, what)), &r)| backward_row(g, what, dw, r));
+        }
+    })
+}
+
+crate::multiversion! {
+    /// One row: `dw = r·(g − mean(g) − ŵ·mean(g·ŵ))`, i.e. `dw = r·g + (ŵ·b + a)` with the two
+    /// row constants a = −r·mean(g) and b = −r·mean(g·ŵ).
+    fn backward_row<T: FloatElem>(g: &[T], what: &[T], dw: &mut [MaybeUninit<T>], rstd: T) {
+        let n = g.len() as f64;
+        let r = f64_of(rstd);
+        let (sg, sgw) = sum_dot(g, what);
+        let a: T = of_f64(-r * sg / n);
+        let b: T = of_f64(-r * sgw / n);
+        for ((o, &gv), &wv) in dw.iter_mut().zip(g).zip(what) {
+            o.write(gv * rstd + (wv * b + a));
+        }
+    }
+}
