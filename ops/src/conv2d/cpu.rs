@@ -28,7 +28,7 @@
 //! columns)` bytes (32 MiB; one image of BiT's 7×7 stem at 224 px needs 7.4 MiB), plus the
 //! staging matrix when a chunk holds several images; chunks that run side by side have one
 //! each. A forward pass over one image at a time fills the columns a few output rows at a time
-//! (about 512 KiB, to stay in L2). Each thread keeps its workspace for the next call
+//! (about 512 KiB, to stay in L2 or close). Each thread keeps its workspace for the next call
 //! (`workspace.rs`).
 
 use ::gemm::Parallelism;
@@ -52,11 +52,22 @@ const TARGET_COLUMNS: usize = 1024;
 /// (depthwise and other many-group convolutions); above, one after another on all threads.
 const GROUP_PARALLEL_MAX_FLOPS: usize = 1 << 22;
 
-/// Column bytes per row tile when one image is processed in pieces: half of a 1 MiB L2.
+/// Column bytes per row tile when one image is processed in pieces: about one core's L2
+/// (512 KiB on the Zen 3 machine this was tuned on; 128 and 256 KiB tiles measured slower,
+/// whole images of 2.4 MiB no better).
 const L2_TILE_BYTES: usize = 512 << 10;
 
-/// Rows per destination tile of the weight gradient (about; at most 64 tiles per group).
-const WEIGHT_GRAD_TILE_ROWS: usize = 32;
+/// Rows per destination tile of the transposed weight gradient (about). Each tile re-reads the
+/// whole output gradient, so tiles should not be thin: 32-row tiles ran ~40 % slower than
+/// 128-row ones on a 256 × 128 gradient.
+const WEIGHT_GRAD_TILE_ROWS: usize = 96;
+
+/// The tile height for `rows` rows: an even number of tiles (two at least, which balances two
+/// threads), at most 64.
+fn weight_grad_tile(rows: usize) -> usize {
+    let tiles = (rows / WEIGHT_GRAD_TILE_ROWS).clamp(1, 64);
+    rows.div_ceil(tiles + tiles % 2).max(1)
+}
 
 /// How many images one chunk takes.
 pub(crate) fn images_per_chunk(g: &Geom, elem_bytes: usize, max_col_bytes: usize) -> usize {
@@ -252,26 +263,11 @@ pub(crate) fn backward<T: FloatElem>(
     let [need_dx, need_dw, need_db] = need;
     let mut dw = need_dw.then(|| vec![T::zero(); g.o * g.kg()]);
     let mut dx = need_dx.then(|| vec![T::zero(); g.batch * g.c * g.hw()]);
+    let nb = images_per_chunk(g, size_of::<T>(), max_col_bytes);
+    let transposed = weight_grad_transposed(g, nb);
     if g.batch * g.p() > 0 {
-        let nb = images_per_chunk(g, size_of::<T>(), max_col_bytes);
         if let Some(dw) = dw.as_deref_mut() {
-            // One buffer accumulated chunk after chunk, so chunks run in order.
-            let transposed = weight_grad_transposed(g);
-            let [cols, _] = scratch_lens(g, nb);
-            with_scratch::<T, _>([cols, g.o * nb * g.p()], |col_buf, stage| {
-                for b0 in (0..g.batch).step_by(nb) {
-                    let chunk = Chunk::new(g, b0, nb.min(g.batch - b0), true);
-                    let (xs, gys) = (&x[chunk.inputs()], &gy[chunk.outputs()]);
-                    if transposed {
-                        let dyt = &mut stage[..g.o * chunk.n];
-                        gather_images_transposed(gys, g.o, g.p(), chunk.n_img, dyt);
-                        weight_grad_chunk_transposed(xs, dyt, &chunk, col_buf, dw);
-                    } else {
-                        let dys = chunk_grad(gys, &chunk, stage);
-                        weight_grad_chunk(xs, dys, &chunk, col_buf, dw);
-                    }
-                }
-            });
+            weight_grad(x, gy, g, nb, transposed, dw);
         }
         if let Some(dx) = dx.as_deref_mut() {
             for_each_chunk(g, nb, dx, g.c * g.hw(), |chunk, col_buf, stage, dx| {
@@ -280,10 +276,39 @@ pub(crate) fn backward<T: FloatElem>(
             });
         }
     }
-    if weight_grad_transposed(g) {
+    if transposed {
         dw = dw.map(|t| untranspose_weight_grad(&t, g));
     }
     Grads { dx, dw, db: need_db.then(|| bias_grad(gy, g)) }
+}
+
+/// The weight gradient of the whole batch into `dw` (`[groups, Kg, Og]` when `transposed`).
+/// One buffer is accumulated chunk after chunk, so chunks run in order.
+fn weight_grad<T: FloatElem>(x: &[T], gy: &[T], g: &Geom, nb: usize, transposed: bool, dw: &mut [T]) {
+    let [cols, _] = scratch_lens(g, nb);
+    if transposed && g.is_pointwise() && nb == 1 {
+        // Large 1×1 maps: the images are their own columns, so every tile can take the whole
+        // batch in one task.
+        with_scratch::<T, _>([0, g.o * g.batch * g.p()], |_, dyt| {
+            gather_images_transposed(gy, g.o, g.p(), g.batch, dyt);
+            weight_grad_pointwise_transposed(x, dyt, g, dw);
+        });
+        return;
+    }
+    with_scratch::<T, _>([cols, g.o * nb * g.p()], |col_buf, stage| {
+        for b0 in (0..g.batch).step_by(nb) {
+            let chunk = Chunk::new(g, b0, nb.min(g.batch - b0), true);
+            let (xs, gys) = (&x[chunk.inputs()], &gy[chunk.outputs()]);
+            if transposed {
+                let dyt = &mut stage[..g.o * chunk.n];
+                gather_images_transposed(gys, g.o, g.p(), chunk.n_img, dyt);
+                weight_grad_chunk_transposed(xs, dyt, &chunk, col_buf, dw);
+            } else {
+                let dys = chunk_grad(gys, &chunk, stage);
+                weight_grad_chunk(xs, dys, &chunk, col_buf, dw);
+            }
+        }
+    });
 }
 
 /// The chunk's output gradient as a `[O, n]` matrix: in place for one image, else gathered
@@ -297,13 +322,15 @@ fn chunk_grad<'a, T: FloatElem>(gy: &'a [T], ch: &Chunk, stage: &'a mut [T]) -> 
     dst
 }
 
-/// Whether the weight gradient is accumulated transposed, as `dW_gᵀ[Kg, Og]`. gemm runs its
-/// micro-kernel along the destination's contiguous axis and is markedly faster when that is the
-/// shorter one for few output channels (64 × 576: ~90 GFLOP/s transposed against ~60 on one
-/// Zen 3 core; 128 × 1152: 97 against 86). From 256 channels on the two layouts are within a
-/// few percent, less than the final transpose costs.
-fn weight_grad_transposed(g: &Geom) -> bool {
-    g.og() <= 128 && g.og() <= g.kg()
+/// Whether the weight gradient is accumulated transposed, as `dW_gᵀ[Kg, Og]` (with `nb` images
+/// per chunk). gemm runs its micro-kernel along the destination's contiguous axis and is
+/// markedly faster when that is the shorter one for few output channels (64 × 576: ~90 GFLOP/s
+/// transposed against ~60 on one Zen 3 core), and the transposed form runs as row tiles side by
+/// side, which also beats gemm's own threading on one-image chunks (many small GEMMs). Measured
+/// on BiT's shapes: up to 64 output channels always, 128 only for one-image chunks; beyond, the
+/// plain form (and gemm's threads) wins.
+fn weight_grad_transposed(g: &Geom, nb: usize) -> bool {
+    g.og() <= g.kg() && (g.og() <= 64 || (g.og() <= 128 && nb == 1))
 }
 
 /// `dW_g += dY_g · cols_gᵀ` for one chunk (`=` for the first, so `dw` needs no clearing).
@@ -332,14 +359,31 @@ fn weight_grad_chunk_transposed<T: FloatElem>(xs: &[T], dyt: &[T], ch: &Chunk, c
     let (g, n) = (ch.g, ch.n);
     let (og, kg, o) = (g.og(), g.kg(), g.o);
     let cols = ch.columns(xs, col_buf);
-    let tiles = (kg / WEIGHT_GRAD_TILE_ROWS).clamp(1, 64);
-    let tile = kg.div_ceil(tiles + tiles % 2); // an even count balances two threads
+    let tile = weight_grad_tile(kg);
     dwt.par_chunks_mut(kg * og).enumerate().for_each(|(gi, dwt_g)| {
         dwt_g.par_chunks_mut(tile * og).enumerate().for_each(|(ti, d)| {
             let (k0, rows) = (ti * tile, d.len() / og);
             let col = MatRef::rows(&cols[(gi * kg + k0) * n..][..rows * n], rows, n);
             let dy = MatRef::new(&dyt[gi * og..], n, og, o, 1);
             matmul(MatMut::rows(d, rows, og), ch.b0 > 0, col, dy, Parallelism::None);
+        });
+    });
+}
+
+/// [`weight_grad_chunk_transposed`] for a 1×1 stride-1 unpadded convolution over the whole
+/// batch at once: each tile sums image after image (in order) straight from `x`, so the batch
+/// costs one parallel region instead of one per image. `dyt` is `gy` transposed, `[B·P, O]`.
+fn weight_grad_pointwise_transposed<T: FloatElem>(x: &[T], dyt: &[T], g: &Geom, dwt: &mut [T]) {
+    let (og, kg, o, p) = (g.og(), g.kg(), g.o, g.p());
+    let tile = weight_grad_tile(kg);
+    dwt.par_chunks_mut(kg * og).enumerate().for_each(|(gi, dwt_g)| {
+        dwt_g.par_chunks_mut(tile * og).enumerate().for_each(|(ti, d)| {
+            let (k0, rows) = (ti * tile, d.len() / og);
+            for b in 0..g.batch {
+                let xb = MatRef::rows(&x[(b * g.c + gi * kg + k0) * p..][..rows * p], rows, p);
+                let dy = MatRef::new(&dyt[b * p * o + gi * og..], p, og, o, 1);
+                matmul(MatMut::rows(&mut *d, rows, og), b > 0, xb, dy, Parallelism::None);
+            }
         });
     });
 }

@@ -240,6 +240,9 @@ fn corner_cases() -> Vec<Case> {
         dense([2, 3, 11, 9], 4, 7, Conv2dParams::new(2, 3), false),
         // 1×1 stride 1 unpadded (GEMM in place), several images per chunk or one.
         dense([3, 6, 4, 5], 7, 1, Conv2dParams::default(), true),
+        // 1×1 with fewer outputs than inputs (weight gradient accumulated transposed), grouped.
+        dense([3, 8, 4, 5], 4, 1, Conv2dParams::default(), false),
+        dense([2, 6, 3, 3], 4, 1, Conv2dParams::default().with_groups(2), true),
         // 1×1 stride 2 (BiT's projection shortcut), odd spatial size.
         dense([2, 4, 7, 7], 6, 1, Conv2dParams::new(2, 0), false),
         // Depthwise, asymmetric padding, dilation.
@@ -257,17 +260,8 @@ fn corner_cases() -> Vec<Case> {
         // Kernel as large as the padded input: a 1×1 output.
         dense([2, 2, 3, 3], 3, 5, Conv2dParams::new(1, 1), false),
         // BiT's "fixed" padding on an even kernel.
-        dense([1, 2, 6, 6], 2, 4, Conv2dParams::default().with_stride(2), true),
+        dense([1, 2, 6, 6], 2, 4, Conv2dParams { padding: Padding::fixed(4), ..Conv2dParams::new(2, 0) }, true),
     ]
-    .into_iter()
-    .enumerate()
-    .map(|(i, mut c)| {
-        if i == 8 {
-            c.params.padding = Padding::fixed(4);
-        }
-        c
-    })
-    .collect()
 }
 
 #[test]
@@ -352,6 +346,7 @@ fn results_are_identical_on_any_number_of_threads() {
         (dense([4, 16, 20, 20], 32, 3, Conv2dParams::new(1, 1), true), cpu::MAX_COL_BYTES),
         (dense([4, 16, 20, 20], 32, 3, Conv2dParams::new(2, 1), false), 100_000),
         (dense([3, 64, 8, 8], 128, 1, Conv2dParams::default(), false), cpu::MAX_COL_BYTES),
+        (dense([4, 48, 16, 16], 32, 1, Conv2dParams::default(), true), 0),
         (dense([2, 32, 24, 24], 32, 3, Conv2dParams::new(1, 1).with_groups(8), true), cpu::MAX_COL_BYTES),
     ];
     for (i, (case, bound)) in cases.iter().enumerate() {
