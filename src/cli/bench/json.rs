@@ -130,7 +130,7 @@ impl Parser<'_> {
                         b't' => out.push(b'\t'),
                         b'r' => out.push(b'\r'),
                         b'u' => {
-                            // \uXXXX (Python's json.dumps escapes all non-ASCII this way).
+                            // \u plus four hex digits (Python's json.dumps escapes all non-ASCII this way).
                             let hex = self.s.get(self.i..self.i + 4).and_then(|h| std::str::from_utf8(h).ok());
                             let ch = hex.and_then(|h| u32::from_str_radix(h, 16).ok()).and_then(char::from_u32);
                             let ch = ch.unwrap_or(char::REPLACEMENT_CHARACTER);
