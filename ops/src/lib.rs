@@ -20,6 +20,8 @@ pub mod pad;
 pub mod pool;
 pub mod sgd;
 pub mod softmax_xent;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod weight_std;
 
 pub use bitgrad_engine as engine;

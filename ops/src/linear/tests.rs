@@ -2,7 +2,7 @@ use bitgrad_engine::DType;
 use proptest::prelude::*;
 
 use super::*;
-use crate::pad::testing::{gradcheck, max_rel_diff, named, randn, to_f32, Permuted};
+use crate::testing::{gradcheck, max_rel_diff, named, randn, to_f32, Permuted};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]

@@ -16,8 +16,6 @@
 
 pub(crate) mod cpu;
 #[cfg(test)]
-pub(crate) mod testing;
-#[cfg(test)]
 mod tests;
 
 use bitgrad_engine::{BackwardOp, CpuElement, CpuStorage, DType, Error, Result, Storage, Tensor};

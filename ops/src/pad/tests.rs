@@ -1,8 +1,8 @@
 use bitgrad_engine::{DType, Tensor};
 use proptest::prelude::*;
 
-use super::testing::{gradcheck, named, randn, to_f32, Permuted, CPU};
 use super::*;
+use crate::testing::{gradcheck, named, randn, to_f32, Permuted, CPU};
 
 /// The padded value at `[p, i, j]` by index arithmetic.
 fn expected(x: &[f64], planes: usize, h: usize, w: usize, pads: Pads, value: f64) -> Vec<f64> {

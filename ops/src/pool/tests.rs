@@ -3,7 +3,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::pad::pad2d;
-use crate::pad::testing::{distinct, gradcheck, max_rel_diff, named, randn, to_f32, Permuted, CPU};
+use crate::testing::{distinct, gradcheck, max_rel_diff, named, randn, to_f32, Permuted, CPU};
 
 /// A pooling configuration with a valid output size.
 #[derive(Debug, Clone)]

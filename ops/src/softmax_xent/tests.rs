@@ -2,7 +2,7 @@ use bitgrad_engine::{DType, Device, Rng, Tensor};
 use proptest::prelude::*;
 
 use super::*;
-use crate::pad::testing::{gradcheck, max_rel_diff, named, randn, to_f32, Permuted, CPU};
+use crate::testing::{gradcheck, max_rel_diff, named, randn, to_f32, Permuted, CPU};
 
 fn labels(v: &[i64]) -> Tensor {
     Tensor::from_vec(v.to_vec(), [v.len()], CPU).unwrap()
