@@ -17,6 +17,7 @@ pub mod cpu;
 mod device;
 mod dtype;
 mod error;
+pub mod gpu;
 pub mod gradcheck;
 pub mod info;
 mod layout;

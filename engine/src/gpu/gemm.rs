@@ -1,0 +1,1 @@
+//! CPU GEMM with cuBLAS semantics (to come).

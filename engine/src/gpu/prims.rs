@@ -1,0 +1,1 @@
+//! GPU primitives (to come).
