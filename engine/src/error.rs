@@ -41,6 +41,12 @@ pub enum Error {
     #[error("{op}: {msg}")]
     InvalidArgument { op: &'static str, msg: String },
 
+    #[error("{device}: {msg}")]
+    Gpu { device: Device, msg: String },
+
+    #[error("{device}: kernel `{kernel}` failed: {msg}")]
+    Kernel { device: Device, kernel: String, msg: String },
+
     #[error("backward: {0}")]
     Autograd(String),
 

@@ -34,5 +34,5 @@ pub use error::{Error, Result};
 pub use layout::Layout;
 pub use rng::Rng;
 pub use shape::Shape;
-pub use storage::{CpuElement, CpuStorage, Storage};
+pub use storage::{CpuElement, CpuStorage, GpuStorage, Storage};
 pub use tensor::{Tensor, TensorId};

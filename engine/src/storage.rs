@@ -1,9 +1,12 @@
 //! Storage: the buffer behind one or more tensors. Views share it through an `Arc`; the
 //! `RwLock` lets optimizers update parameters in place while readers hold views.
 
+use std::sync::Arc;
+
 use half::{bf16, f16};
 
-use crate::{DType, Device, WithDType};
+use crate::gpu::{DevicePtr, GpuBuffer, GpuRuntime};
+use crate::{DType, Device, Error, Result, WithDType};
 
 /// A host buffer of one dtype.
 #[derive(Debug, Clone)]
@@ -16,32 +19,123 @@ pub enum CpuStorage {
     U8(Vec<u8>),
 }
 
-/// Every device's storage. GPU variants join with the GPU runtime.
-#[derive(Debug, Clone)]
+/// Every device's storage: host vectors, or device memory of a GPU runtime (Cuda or Emu).
+#[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    Gpu(GpuStorage),
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Gpu(g) => g.device(),
         }
     }
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Gpu(g) => g.dtype(),
         }
     }
-    pub fn as_cpu(&self) -> &CpuStorage {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
         match self {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(s) => s.len(),
+            Storage::Gpu(g) => g.len(),
         }
     }
-    pub fn as_cpu_mut(&mut self) -> &mut CpuStorage {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The host storage; an error naming `op` for device storage (an op without a kernel for
+    /// that device, or a caller that forgot `to_device(Device::Cpu)`).
+    pub fn cpu(&self, op: &'static str) -> Result<&CpuStorage> {
         match self {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(s) => Ok(s),
+            Storage::Gpu(g) => Err(on_gpu(op, g.device())),
         }
+    }
+    /// Mutable [`Storage::cpu`].
+    pub fn cpu_mut(&mut self, op: &'static str) -> Result<&mut CpuStorage> {
+        match self {
+            Storage::Cpu(s) => Ok(s),
+            Storage::Gpu(g) => Err(on_gpu(op, g.device())),
+        }
+    }
+    /// The device storage, or an error naming `op`.
+    pub fn gpu(&self, op: &'static str) -> Result<&GpuStorage> {
+        match self {
+            Storage::Gpu(g) => Ok(g),
+            Storage::Cpu(_) => Err(Error::invalid(op, "expected device memory, found a CPU tensor")),
+        }
+    }
+}
+
+fn on_gpu(op: &'static str, device: Device) -> Error {
+    Error::invalid(
+        op,
+        format!("needs a CPU tensor but this one is on {device}: move it with .to_device(Device::Cpu), or use an op that has a kernel for {device}"),
+    )
+}
+
+/// Device memory holding `len` elements of one dtype. Like [`CpuStorage`], it is dense: views
+/// describe which elements a tensor uses through its layout.
+#[derive(Debug)]
+pub struct GpuStorage {
+    buf: GpuBuffer,
+    dtype: DType,
+    len: usize,
+}
+
+impl GpuStorage {
+    /// Uninitialised memory for `len` elements.
+    pub fn alloc(rt: &Arc<dyn GpuRuntime>, dtype: DType, len: usize) -> Result<Self> {
+        Ok(GpuStorage { buf: rt.alloc(len * dtype.size_in_bytes())?, dtype, len })
+    }
+    /// Zero-filled memory for `len` elements.
+    pub fn zeros(rt: &Arc<dyn GpuRuntime>, dtype: DType, len: usize) -> Result<Self> {
+        Ok(GpuStorage { buf: rt.alloc_zeroed(len * dtype.size_in_bytes())?, dtype, len })
+    }
+    /// Uploads a host storage.
+    pub fn from_cpu(rt: &Arc<dyn GpuRuntime>, s: &CpuStorage) -> Result<Self> {
+        let out = GpuStorage::alloc(rt, s.dtype(), s.len())?;
+        if !s.is_empty() {
+            rt.htod(s.as_bytes(), out.ptr())?;
+        }
+        Ok(out)
+    }
+    /// Downloads every element.
+    pub fn to_cpu(&self) -> Result<CpuStorage> {
+        let mut host = CpuStorage::full(self.dtype, self.len, 0.0);
+        if self.len > 0 {
+            self.runtime().dtoh(self.ptr(), host.as_bytes_mut())?;
+        }
+        Ok(host)
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn device(&self) -> Device {
+        self.buf.runtime().device()
+    }
+    pub fn runtime(&self) -> &Arc<dyn GpuRuntime> {
+        self.buf.runtime()
+    }
+    /// The address of element 0.
+    pub fn ptr(&self) -> DevicePtr {
+        self.buf.ptr()
+    }
+    /// The address of element `i`.
+    pub fn ptr_at(&self, i: usize) -> DevicePtr {
+        self.buf.ptr().add(i * self.dtype.size_in_bytes())
     }
 }
 
@@ -70,6 +164,29 @@ impl CpuStorage {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The elements' bytes (native endianness), for uploads and files.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            CpuStorage::F32(v) => bytemuck::cast_slice(v),
+            CpuStorage::F64(v) => bytemuck::cast_slice(v),
+            CpuStorage::F16(v) => bytemuck::cast_slice(v),
+            CpuStorage::BF16(v) => bytemuck::cast_slice(v),
+            CpuStorage::I64(v) => bytemuck::cast_slice(v),
+            CpuStorage::U8(v) => v,
+        }
+    }
+    /// Mutable [`CpuStorage::as_bytes`].
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            CpuStorage::F32(v) => bytemuck::cast_slice_mut(v),
+            CpuStorage::F64(v) => bytemuck::cast_slice_mut(v),
+            CpuStorage::F16(v) => bytemuck::cast_slice_mut(v),
+            CpuStorage::BF16(v) => bytemuck::cast_slice_mut(v),
+            CpuStorage::I64(v) => bytemuck::cast_slice_mut(v),
+            CpuStorage::U8(v) => v,
+        }
     }
 
     /// A buffer of `n` copies of `v` (converted to `dtype`).

@@ -64,7 +64,7 @@ pub fn index_add(shape: &Shape, axis: usize, idx: &[usize], src: &CpuStorage, sl
 
 /// For each position `p` of the index tensor (row-major), the storage offset in `src` of
 /// `src[p with coordinate axis replaced by index[p]]`.
-fn gather_offsets(l: &Layout, axis: usize, index: &[i64], il: &Layout) -> Result<Vec<usize>> {
+pub fn gather_offsets(l: &Layout, axis: usize, index: &[i64], il: &Layout) -> Result<Vec<usize>> {
     let idims = il.dims();
     let rank = idims.len();
     if rank != l.dims().len() || (0..rank).any(|d| d != axis && idims[d] > l.dims()[d]) {

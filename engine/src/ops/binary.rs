@@ -4,6 +4,7 @@
 //! (`sum_to_shape`), because one input element fed every output element along them.
 
 use super::{BinaryOp, CmpOp};
+use crate::gpu::prims;
 use crate::{cpu, BackwardOp, DType, Error, Layout, Result, Shape, Storage, Tensor};
 
 impl Tensor {
@@ -18,9 +19,11 @@ impl Tensor {
     fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
         let (shape, la, lb) = self.broadcast_pair(rhs, op.name())?;
         let out = match (&*self.storage(), &*rhs.storage()) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => cpu::elementwise::binary(a, &la, b, &lb, op)?,
+            (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(cpu::elementwise::binary(a, &la, b, &lb, op)?),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Storage::Gpu(prims::elementwise::binary(a, &la, b, &lb, op)?),
+            _ => return Err(self.device_mismatch(rhs, op.name())),
         };
-        Ok(Tensor::from_storage(Storage::Cpu(out), shape).record(&[self, rhs], BinaryBackward(op)))
+        Ok(Tensor::from_storage(out, shape).record(&[self, rhs], BinaryBackward(op)))
     }
 
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -47,9 +50,11 @@ impl Tensor {
     fn compare(&self, rhs: &Tensor, op: CmpOp) -> Result<Tensor> {
         let (shape, la, lb) = self.broadcast_pair(rhs, "compare")?;
         let out = match (&*self.storage(), &*rhs.storage()) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => cpu::elementwise::compare(a, &la, b, &lb, op)?,
+            (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(cpu::elementwise::compare(a, &la, b, &lb, op)?),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Storage::Gpu(prims::elementwise::compare(a, &la, b, &lb, op)?),
+            _ => return Err(self.device_mismatch(rhs, "compare")),
         };
-        Ok(Tensor::from_storage(Storage::Cpu(out), shape))
+        Ok(Tensor::from_storage(out, shape))
     }
     /// `self == rhs` as a u8 mask (not differentiable).
     pub fn eq(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -86,10 +91,14 @@ impl Tensor {
         let (lt, lf, lm) = (lt.broadcast_to(&shape)?, lf.broadcast_to(&shape)?, mask.layout().broadcast_to(&shape)?);
         let out = match (&*mask.storage(), &*on_true.storage(), &*on_false.storage()) {
             (Storage::Cpu(m), Storage::Cpu(a), Storage::Cpu(b)) => {
-                cpu::elementwise::where_cond(m, &lm, a, &lt, b, &lf)?
+                Storage::Cpu(cpu::elementwise::where_cond(m, &lm, a, &lt, b, &lf)?)
             }
+            (Storage::Gpu(m), Storage::Gpu(a), Storage::Gpu(b)) => {
+                Storage::Gpu(prims::elementwise::where_cond(m, &lm, a, &lt, b, &lf)?)
+            }
+            _ => return Err(mask.device_mismatch(on_true, "where_cond")),
         };
-        Ok(Tensor::from_storage(Storage::Cpu(out), shape).record(&[on_true, on_false], WhereBackward(mask.detach())))
+        Ok(Tensor::from_storage(out, shape).record(&[on_true, on_false], WhereBackward(mask.detach())))
     }
 
     /// `value` where `mask` is set, `self` elsewhere.

@@ -1,6 +1,6 @@
 //! Dtype and device conversion.
 
-use crate::{cpu, BackwardOp, DType, Device, Result, Storage, Tensor};
+use crate::{cpu, BackwardOp, DType, Device, GpuStorage, Result, Storage, Tensor};
 
 impl Tensor {
     /// A converted copy (or `self` when already of that dtype). Differentiable between float
@@ -10,20 +10,15 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = match &*self.storage() {
-            Storage::Cpu(s) => cpu::copy::cast(s, self.layout(), dtype)?,
+            Storage::Cpu(s) => Storage::Cpu(cpu::copy::cast(s, self.layout(), dtype)?),
+            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::copy::cast(s, self.layout(), dtype)?),
         };
-        let t = Tensor::from_storage(Storage::Cpu(out), self.shape());
+        let t = Tensor::from_storage(out, self.shape());
         if dtype.is_float() && self.dtype().is_float() {
             Ok(t.record(&[self], CastBackward(self.dtype())))
         } else {
             Ok(t)
         }
-    }
-
-    /// This tensor on another device (`self` when already there).
-    pub fn to_device(&self, device: Device) -> Result<Tensor> {
-        device.check_available()?;
-        Ok(self.clone())
     }
 }
 
@@ -35,5 +30,51 @@ impl BackwardOp for CastBackward {
     }
     fn backward(&self, _inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.to_dtype(self.0)?)])
+    }
+}
+
+impl Tensor {
+    /// This tensor on `device`: the same handle when it is there already, else a copy (only the
+    /// elements the view covers). Differentiable: the gradient goes back to the source device.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let src = self.contiguous()?;
+        let st = src.storage();
+        let o = src.layout().offset();
+        let n = src.numel();
+        let out = match (&*st, device) {
+            (Storage::Cpu(s), d) => {
+                let rt = crate::gpu::runtime(d)?;
+                let host = crate::cpu::copy::contiguous(s, &crate::Layout::new(src.shape().clone(), src.layout().strides().to_vec(), o));
+                Storage::Gpu(GpuStorage::from_cpu(&rt, &host)?)
+            }
+            (Storage::Gpu(g), Device::Cpu) => {
+                let mut host = crate::CpuStorage::full(g.dtype(), n, 0.0);
+                if n > 0 {
+                    g.runtime().dtoh(g.ptr_at(o), host.as_bytes_mut())?;
+                }
+                Storage::Cpu(host)
+            }
+            (Storage::Gpu(_), d) => {
+                drop(st);
+                return self.to_device(Device::Cpu)?.to_device(d);
+            }
+        };
+        drop(st);
+        Ok(Tensor::from_storage(out, self.shape()).record(&[self], ToDeviceBackward(self.device())))
+    }
+}
+
+/// The gradient of a device move is the gradient moved back.
+struct ToDeviceBackward(Device);
+
+impl BackwardOp for ToDeviceBackward {
+    fn name(&self) -> &'static str {
+        "to_device"
+    }
+    fn backward(&self, _inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.to_device(self.0)?)])
     }
 }

@@ -19,15 +19,21 @@ impl Tensor {
         let mut dims = first.dims().to_vec();
         dims[a] = sizes.iter().sum();
         let out_l = Layout::contiguous(dims.clone());
-        let mut out = CpuStorage::full(first.dtype(), out_l.numel(), 0.0);
+        let mut out = match first.device() {
+            crate::Device::Cpu => Storage::Cpu(CpuStorage::full(first.dtype(), out_l.numel(), 0.0)),
+            d => Storage::Gpu(crate::GpuStorage::alloc(&crate::gpu::runtime(d)?, first.dtype(), out_l.numel())?),
+        };
         let mut at = 0;
         for (t, &n) in tensors.iter().zip(&sizes) {
-            match &*t.storage() {
-                Storage::Cpu(s) => cpu::copy::copy_into(&mut out, &out_l.narrow(a, at, n)?, s, t.layout())?,
+            let region = out_l.narrow(a, at, n)?;
+            match (&mut out, &*t.storage()) {
+                (Storage::Cpu(o), Storage::Cpu(s)) => cpu::copy::copy_into(o, &region, s, t.layout())?,
+                (Storage::Gpu(o), Storage::Gpu(s)) => crate::gpu::prims::copy::copy_into(o, &region, s, t.layout())?,
+                _ => return Err(first.device_mismatch(t, "cat")),
             }
             at += n;
         }
-        Ok(Tensor::from_storage(Storage::Cpu(out), dims).record(tensors, CatBackward { axis: a, sizes }))
+        Ok(Tensor::from_storage(out, dims).record(tensors, CatBackward { axis: a, sizes }))
     }
 
     /// Joins same-shaped tensors along a new axis.

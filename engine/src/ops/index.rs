@@ -1,6 +1,11 @@
 //! index_select and gather, whose gradients scatter back with index_add / scatter_add.
 
+use crate::gpu::prims::index as prims;
 use crate::{cpu, BackwardOp, DType, Error, Result, Storage, Tensor};
+
+fn as_i64(v: Vec<usize>) -> Vec<i64> {
+    v.into_iter().map(|o| o as i64).collect()
+}
 
 /// The index values of an i64 tensor.
 fn indices(idx: &Tensor, op: &'static str) -> Result<Vec<i64>> {
@@ -19,11 +24,12 @@ impl Tensor {
         }
         let ids = cpu::index::check_indices("index_select", &indices(idx, "index_select")?, a, self.dims()[a])?;
         let out = match &*self.storage() {
-            Storage::Cpu(s) => cpu::index::index_select(s, self.layout(), a, &ids)?,
+            Storage::Cpu(s) => Storage::Cpu(cpu::index::index_select(s, self.layout(), a, &ids)?),
+            Storage::Gpu(s) => Storage::Gpu(prims::take(s, &prims::select_offsets(self.layout(), a, &ids))?),
         };
         let mut dims = self.dims().to_vec();
         dims[a] = ids.len();
-        Ok(Tensor::from_storage(Storage::Cpu(out), dims).record(&[self], IndexSelectBackward { axis: a, ids }))
+        Ok(Tensor::from_storage(out, dims).record(&[self], IndexSelectBackward { axis: a, ids }))
     }
 
     /// `out[p] = self[p with coordinate axis = index[p]]`; `index` is i64 with the same rank, no
@@ -33,9 +39,10 @@ impl Tensor {
         let ids = indices(index, "gather")?;
         let il = crate::Layout::contiguous(index.shape().clone());
         let out = match &*self.storage() {
-            Storage::Cpu(s) => cpu::index::gather(s, self.layout(), a, &ids, &il)?,
+            Storage::Cpu(s) => Storage::Cpu(cpu::index::gather(s, self.layout(), a, &ids, &il)?),
+            Storage::Gpu(s) => Storage::Gpu(prims::take(s, &as_i64(cpu::index::gather_offsets(self.layout(), a, &ids, &il)?))?),
         };
-        Ok(Tensor::from_storage(Storage::Cpu(out), index.shape())
+        Ok(Tensor::from_storage(out, index.shape())
             .record(&[self], GatherBackward { axis: a, ids, index: index.detach() }))
     }
 }
@@ -50,10 +57,15 @@ impl BackwardOp for IndexSelectBackward {
         "index_select"
     }
     fn backward(&self, inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let shape = inputs[0].shape();
         let out = match &*g.storage() {
-            Storage::Cpu(s) => cpu::index::index_add(inputs[0].shape(), self.axis, &self.ids, s, g.layout())?,
+            Storage::Cpu(s) => Storage::Cpu(cpu::index::index_add(shape, self.axis, &self.ids, s, g.layout())?),
+            Storage::Gpu(s) => {
+                let offs = prims::select_offsets(&crate::Layout::contiguous(shape.clone()), self.axis, &self.ids);
+                Storage::Gpu(prims::scatter_add(shape, &offs, s, g.layout())?)
+            }
         };
-        Ok(vec![Some(Tensor::from_storage(Storage::Cpu(out), inputs[0].shape()))])
+        Ok(vec![Some(Tensor::from_storage(out, shape))])
     }
 }
 
@@ -69,9 +81,14 @@ impl BackwardOp for GatherBackward {
     }
     fn backward(&self, inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let il = crate::Layout::contiguous(self.index.shape().clone());
+        let shape = inputs[0].shape();
         let out = match &*g.storage() {
-            Storage::Cpu(s) => cpu::index::scatter_add(inputs[0].shape(), self.axis, &self.ids, &il, s, g.layout())?,
+            Storage::Cpu(s) => Storage::Cpu(cpu::index::scatter_add(shape, self.axis, &self.ids, &il, s, g.layout())?),
+            Storage::Gpu(s) => {
+                let offs = as_i64(cpu::index::gather_offsets(&crate::Layout::contiguous(shape.clone()), self.axis, &self.ids, &il)?);
+                Storage::Gpu(prims::scatter_add(shape, &offs, s, g.layout())?)
+            }
         };
-        Ok(vec![Some(Tensor::from_storage(Storage::Cpu(out), inputs[0].shape()))])
+        Ok(vec![Some(Tensor::from_storage(out, shape))])
     }
 }

@@ -31,9 +31,11 @@ impl Tensor {
         let la = self.layout().broadcast_to(&with([m, k]))?;
         let lb = rhs.layout().broadcast_to(&with([k, n]))?;
         let out = match (&*self.storage(), &*rhs.storage()) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => cpu::matmul::matmul(a, &la, b, &lb)?,
+            (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(cpu::matmul::matmul(a, &la, b, &lb)?),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Storage::Gpu(crate::gpu::prims::matmul::matmul(a, &la, b, &lb)?),
+            _ => return Err(self.device_mismatch(rhs, "matmul")),
         };
-        Ok(Tensor::from_storage(Storage::Cpu(out), with([m, n])).record(&[self, rhs], MatmulBackward))
+        Ok(Tensor::from_storage(out, with([m, n])).record(&[self, rhs], MatmulBackward))
     }
 }
 

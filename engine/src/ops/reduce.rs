@@ -12,9 +12,10 @@ impl Tensor {
     /// Runs the reduction kernel; returns the result with size-1 axes kept.
     fn reduce_raw(&self, axes: &[usize], op: ReduceOp) -> Result<Tensor> {
         let out = match &*self.storage() {
-            Storage::Cpu(s) => cpu::reduce::reduce(s, self.layout(), axes, op)?,
+            Storage::Cpu(s) => Storage::Cpu(cpu::reduce::reduce(s, self.layout(), axes, op)?),
+            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::reduce::reduce(s, self.layout(), axes, op)?),
         };
-        Ok(Tensor::from_storage(Storage::Cpu(out), keepdim_shape(self.shape(), axes)))
+        Ok(Tensor::from_storage(out, keepdim_shape(self.shape(), axes)))
     }
 
     fn reduce(&self, axes: &[isize], keepdim: bool, op: ReduceOp) -> Result<Tensor> {

@@ -8,9 +8,10 @@ impl Tensor {
         self.expect_float(name)?;
         let a = self.shape().axis(axis, name)?;
         let out = match &*self.storage() {
-            Storage::Cpu(s) => cpu::softmax::softmax(s, self.layout(), a, log)?,
+            Storage::Cpu(s) => Storage::Cpu(cpu::softmax::softmax(s, self.layout(), a, log)?),
+            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::softmax::softmax(s, self.layout(), a, log)?),
         };
-        Ok(Tensor::from_storage(Storage::Cpu(out), self.shape())
+        Ok(Tensor::from_storage(out, self.shape())
             .record(&[self], SoftmaxBackward { axis: a as isize, log }))
     }
 

@@ -7,9 +7,10 @@ impl Tensor {
     /// Applies `op` without recording (used directly for masks such as `step`).
     pub(crate) fn map_unary(&self, op: UnaryOp) -> Result<Tensor> {
         let out = match &*self.storage() {
-            Storage::Cpu(s) => cpu::elementwise::unary(s, self.layout(), op)?,
+            Storage::Cpu(s) => Storage::Cpu(cpu::elementwise::unary(s, self.layout(), op)?),
+            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::elementwise::unary(s, self.layout(), op)?),
         };
-        Ok(Tensor::from_storage(Storage::Cpu(out), self.shape()))
+        Ok(Tensor::from_storage(out, self.shape()))
     }
 
     fn unary(&self, op: UnaryOp) -> Result<Tensor> {

@@ -117,9 +117,10 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = match &*self.storage() {
-            Storage::Cpu(s) => cpu::copy::contiguous(s, self.layout()),
+            Storage::Cpu(s) => Storage::Cpu(cpu::copy::contiguous(s, self.layout())),
+            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::copy::contiguous(s, self.layout())?),
         };
-        Ok(Tensor::from_storage(Storage::Cpu(out), self.shape()).record(&[self], ViewBackward::Contiguous))
+        Ok(Tensor::from_storage(out, self.shape()).record(&[self], ViewBackward::Contiguous))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::cpu::copy;
 use crate::storage::CpuElement;
-use crate::{DType, Error, Result, Tensor};
+use crate::{DType, Device, Error, Result, Tensor};
 
 impl Tensor {
     /// The elements in row-major order. `T` must be the tensor's dtype (use `to_dtype` first).
@@ -10,8 +10,11 @@ impl Tensor {
         if T::DTYPE != self.dtype() {
             return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
         }
+        if self.device().is_gpu() {
+            return self.to_device(Device::Cpu)?.to_vec();
+        }
         let st = self.storage();
-        let s = st.as_cpu();
+        let s = st.cpu("to_vec")?;
         let v = T::slice(s).expect("dtype checked above");
         if self.is_contiguous() {
             let o = self.layout().offset();
@@ -23,7 +26,10 @@ impl Tensor {
 
     /// The elements converted to f64, whatever the dtype (handy in tests).
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        let s = copy::cast(self.storage().as_cpu(), self.layout(), DType::F64)?;
+        if self.device().is_gpu() {
+            return self.to_device(Device::Cpu)?.to_vec_f64();
+        }
+        let s = copy::cast(self.storage().cpu("to_vec_f64")?, self.layout(), DType::F64)?;
         Ok(f64::slice(&s).expect("cast to f64").to_vec())
     }
 
@@ -41,7 +47,7 @@ impl Tensor {
     /// ops crate use this to read their inputs (call `contiguous()` first when unsure).
     pub fn with_cpu_slice<T: CpuElement, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
         let st = self.storage();
-        let v = self.checked_slice::<T>(st.as_cpu(), "with_cpu_slice")?;
+        let v = self.checked_slice::<T>(st.cpu("with_cpu_slice")?, "with_cpu_slice")?;
         Ok(f(&v[self.layout().offset()..self.layout().offset() + self.numel()]))
     }
 
@@ -59,7 +65,7 @@ impl Tensor {
         }
         let (o, n) = (self.layout().offset(), self.numel());
         let mut st = self.storage_mut();
-        let v = T::slice_mut(st.as_cpu_mut()).expect("dtype checked above");
+        let v = T::slice_mut(st.cpu_mut("with_cpu_slice_mut")?).expect("dtype checked above");
         Ok(f(&mut v[o..o + n]))
     }
 
@@ -70,3 +76,4 @@ impl Tensor {
         T::slice(s).ok_or(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE })
     }
 }
+

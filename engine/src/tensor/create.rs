@@ -1,6 +1,7 @@
 //! Creating tensors: from data, constants, ranges and seeded random numbers.
 
 use crate::cpu::copy;
+use crate::gpu::{self, prims, prims::random::Distribution};
 use crate::rng::{normal, uniform, Rng};
 use crate::storage::CpuElement;
 use crate::{CpuStorage, DType, Device, Error, Layout, Result, Shape, Storage, Tensor};
@@ -17,8 +18,7 @@ impl Tensor {
                 expected: shape.numel(),
             });
         }
-        device.check_available()?;
-        Ok(Tensor::from_storage(Storage::Cpu(T::into_storage(data)), shape))
+        Ok(Tensor::from_storage(Storage::Cpu(T::into_storage(data)), shape).to_device(device)?)
     }
 
     /// Like [`Tensor::from_vec`], copying from a slice.
@@ -33,9 +33,12 @@ impl Tensor {
 
     /// Every element equal to `v` (converted to `dtype`).
     pub fn full(v: f64, shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
-        device.check_available()?;
         let shape = shape.into();
-        Ok(Tensor::from_storage(Storage::Cpu(CpuStorage::full(dtype, shape.numel(), v)), shape))
+        let s = match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::full(dtype, shape.numel(), v)),
+            d => Storage::Gpu(prims::copy::full(&gpu::runtime(d)?, dtype, shape.numel(), v)?),
+        };
+        Ok(Tensor::from_storage(s, shape))
     }
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
         Tensor::full(0.0, shape, dtype, device)
@@ -56,6 +59,10 @@ impl Tensor {
             return Err(Error::invalid("arange", format!("bad range {start}..{end} step {step}")));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
+        if device.is_gpu() {
+            let s = prims::copy::arange(&gpu::runtime(device)?, start, step, n, dtype)?;
+            return Ok(Tensor::from_storage(Storage::Gpu(s), n));
+        }
         let v: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Tensor::from_f64_vec(v, n, dtype, device)
     }
@@ -68,8 +75,11 @@ impl Tensor {
         if dtype == DType::F64 {
             return Ok(t);
         }
-        let s = copy::cast(t.storage().as_cpu(), &Layout::contiguous([n]), dtype)?;
-        Ok(Tensor::from_storage(Storage::Cpu(s), shape))
+        let s = match &*t.storage() {
+            Storage::Cpu(s) => Storage::Cpu(copy::cast(s, &Layout::contiguous([n]), dtype)?),
+            Storage::Gpu(s) => Storage::Gpu(prims::copy::cast(s, &Layout::contiguous([n]), dtype)?),
+        };
+        Ok(Tensor::from_storage(s, shape))
     }
 
     /// Normal samples with the given mean and standard deviation. The numbers depend only on the
@@ -83,6 +93,9 @@ impl Tensor {
         rng: &mut Rng,
     ) -> Result<Tensor> {
         let shape = shape.into();
+        if device.is_gpu() {
+            return Tensor::draw_on(device, Distribution::Normal { mean, std }, shape, dtype, rng);
+        }
         let v = rng.draw(shape.numel(), |s, i| mean + std * normal(s, i));
         Tensor::from_f64_vec(v, shape, dtype, device)
     }
@@ -97,7 +110,19 @@ impl Tensor {
         rng: &mut Rng,
     ) -> Result<Tensor> {
         let shape = shape.into();
+        if device.is_gpu() {
+            return Tensor::draw_on(device, Distribution::Uniform { lo, hi }, shape, dtype, rng);
+        }
         let v = rng.draw(shape.numel(), |s, i| lo + (hi - lo) * uniform(s, i));
         Tensor::from_f64_vec(v, shape, dtype, device)
+    }
+
+    /// Random numbers drawn by the device itself: the CPU's numbers, without a host round trip.
+    fn draw_on(device: Device, dist: Distribution, shape: Shape, dtype: DType, rng: &mut Rng) -> Result<Tensor> {
+        let n = shape.numel();
+        let offset = rng.offset();
+        let s = prims::random::draw(&gpu::runtime(device)?, dist, rng.seed(), offset, n, dtype)?;
+        rng.set_offset(offset + n as u64);
+        Ok(Tensor::from_storage(Storage::Gpu(s), shape))
     }
 }

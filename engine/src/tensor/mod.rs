@@ -205,15 +205,16 @@ impl Tensor {
             && self.storage_refcount() == 1
             && self.is_contiguous()
             && self.layout().offset() == 0
-            && self.storage().as_cpu().len() == self.numel()
+            && self.storage().len() == self.numel()
     }
 
     /// A row-major copy in a new buffer (unlike `contiguous`, which returns `self` when it can).
     fn fresh_copy(&self) -> Result<Tensor> {
         let out = match &*self.storage() {
-            Storage::Cpu(s) => crate::cpu::copy::contiguous(s, self.layout()),
+            Storage::Cpu(s) => Storage::Cpu(crate::cpu::copy::contiguous(s, self.layout())),
+            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::copy::contiguous(s, self.layout())?),
         };
-        Ok(Tensor::from_storage(Storage::Cpu(out), self.shape()))
+        Ok(Tensor::from_storage(out, self.shape()))
     }
 
     /// The inputs of the node that made this tensor, if it still has one.
@@ -235,6 +236,10 @@ impl Tensor {
             return Err(Error::DeviceMismatch { op, lhs: self.device(), rhs: other.device() });
         }
         Ok(())
+    }
+    /// The error for two tensors on different devices.
+    pub(crate) fn device_mismatch(&self, other: &Tensor, op: &'static str) -> Error {
+        Error::DeviceMismatch { op, lhs: self.device(), rhs: other.device() }
     }
     pub(crate) fn same_dtype(&self, other: &Tensor, op: &'static str) -> Result<()> {
         if self.dtype() != other.dtype() {
