@@ -1,75 +1,26 @@
-//! TEMPORARY stand-in while the emulator is built on the `emu` branch (same API).
+//! bitgrad-kernels: every CUDA C source of bitgrad, exposed as strings for NVRTC, and the CPU
+//! emulator ([`emu`]) that runs the same sources, unmodified, without a GPU.
+//!
+//! The sources live in `kernels/cuda/*.cu` (shared headers `*.cuh`); `build.rs` finds their
+//! `extern "C" __global__` entry points after preprocessing and compiles them as C++ for the
+//! emulator. `kernels/cuda/broken/*.cu` are deliberately broken kernels for the emulator's tests.
 
+pub mod emu;
+
+/// A CUDA C source file shipped with bitgrad.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelSource {
+    /// Path under `kernels/cuda/`, e.g. `"elementwise.cu"` (or `"broken/oob_write.cu"`).
     pub name: &'static str,
+    /// The source text.
     pub source: &'static str,
+    /// Its `extern "C" __global__` entry points, in source order.
     pub kernels: &'static [&'static str],
 }
-pub const SOURCES: &[KernelSource] = &[];
-pub const TEST_SOURCES: &[KernelSource] = &[];
-pub const HEADERS: &[(&str, &str)] = &[];
+
+include!(concat!(env!("OUT_DIR"), "/sources.rs"));
+
+/// The source defining `kernel`, searching [`SOURCES`] then [`TEST_SOURCES`].
 pub fn find_source(kernel: &str) -> Option<&'static KernelSource> {
     SOURCES.iter().chain(TEST_SOURCES).find(|s| s.kernels.contains(&kernel))
-}
-
-pub mod emu {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Modes {
-        pub shuffle: bool,
-        pub guard: bool,
-        pub seed: u64,
-    }
-    impl Modes {
-        pub const FAST: Modes = Modes { shuffle: false, guard: false, seed: 0 };
-        pub const CHECKED: Modes = Modes { shuffle: true, guard: true, seed: 0 };
-        pub fn from_env() -> Modes {
-            Modes::CHECKED
-        }
-    }
-    pub struct Buffer {
-        v: Vec<u8>,
-    }
-    impl Buffer {
-        pub fn as_ptr(&self) -> *mut u8 {
-            self.v.as_ptr() as *mut u8
-        }
-        pub fn len(&self) -> usize {
-            self.v.len()
-        }
-        pub fn is_empty(&self) -> bool {
-            self.v.is_empty()
-        }
-        pub fn is_guarded(&self) -> bool {
-            false
-        }
-    }
-    #[derive(Debug, Clone)]
-    pub enum EmuError {
-        Stub,
-    }
-    impl std::fmt::Display for EmuError {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("stub")
-        }
-    }
-    impl std::error::Error for EmuError {}
-    pub fn alloc(bytes: usize, _guard: bool) -> Result<Buffer, EmuError> {
-        Ok(Buffer { v: vec![0; bytes] })
-    }
-    /// # Safety
-    /// stub
-    pub unsafe fn launch(
-        _kernel: &str,
-        _grid: [u32; 3],
-        _block: [u32; 3],
-        _shared_bytes: u32,
-        _args: &[&[u8]],
-        _modes: &Modes,
-    ) -> Result<(), EmuError> {
-        Err(EmuError::Stub)
-    }
-    pub fn kernel_names() -> Vec<&'static str> {
-        vec![]
-    }
 }
