@@ -60,7 +60,7 @@ __device__ __forceinline__ unsigned short bg_f64_to_small(double d, int mbits, i
     if (e > bias) return sign | inf;
     if (e >= 1 - bias) {  // normal: the carry of the rounding may step into the exponent (or to inf)
         unsigned long long q = bg_round_shift(sig, 52 - mbits) - (1ull << mbits);
-        return (unsigned short)(sign | ((unsigned long long)(e + bias) << mbits) + q);
+        return (unsigned short)(sign | (((unsigned long long)(e + bias) << mbits) + q));
     }
     // subnormal: units of 2^(1 - bias - mbits)
     int shift = 52 - (e - (1 - bias - mbits));
