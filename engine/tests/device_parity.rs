@@ -93,7 +93,9 @@ fn unary_ops_on_odd_sizes_and_views() {
     for &(name, f) in UNARY {
         parity(&format!("{name} of transpose"), &[m.clone()], 4e-6, |v| f(&v[0].t()?));
         parity(&format!("{name} of narrow"), &[m.clone()], 4e-6, |v| f(&v[0].narrow(1, 3, 17)?));
-        parity(&format!("{name} at offset 1"), &[m.clone()], 4e-6, |v| f(&v[0].reshape([33 * 31])?.narrow(0, 1, 1022)?));
+        parity(&format!("{name} at offset 1"), &[m.clone()], 4e-6, |v| {
+            f(&v[0].reshape([33 * 31])?.narrow(0, 1, 1022)?)
+        });
     }
 }
 
@@ -173,7 +175,9 @@ fn reductions_over_axes() {
         parity(&format!("sum {axes:?}"), &[x.clone()], 1e-5, |v| v[0].sum(&axes, false));
         parity(&format!("mean {axes:?}"), &[x.clone()], 1e-5, |v| v[0].mean(&axes, true));
         parity(&format!("min {axes:?}"), &[x.clone()], 0.0, |v| v[0].min(&axes, false));
-        parity(&format!("sum of permuted {axes:?}"), &[x.clone()], 1e-5, |v| v[0].permute(&[2, 0, 1])?.sum(&axes, false));
+        parity(&format!("sum of permuted {axes:?}"), &[x.clone()], 1e-5, |v| {
+            v[0].permute(&[2, 0, 1])?.sum(&axes, false)
+        });
     }
     for axis in [0isize, 1, 2] {
         parity(&format!("argmax {axis}"), &[x.clone()], 0.0, |v| v[0].argmax(axis, false));
@@ -198,9 +202,33 @@ fn copies_cat_and_casts() {
     // Casts: every pair, on values that exercise rounding, saturation, NaN and infinities —
     // bit-identical to the CPU.
     let special = vec![
-        0.0, -0.0, 1.0, -1.5, 2.5, 3.5, 65504.0, 65520.0, 1e-8, 6e-8, 3e-5, 1e30, -1e30, 300.0, 255.9, -3.7,
-        f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.0 / 3.0, 123456789.123, 9.3e18, -9.3e18, 5.960464477539063e-8,
-        2.980232238769531e-8, 1.1754943508222875e-38, 1e-40,
+        0.0,
+        -0.0,
+        1.0,
+        -1.5,
+        2.5,
+        3.5,
+        65504.0,
+        65520.0,
+        1e-8,
+        6e-8,
+        3e-5,
+        1e30,
+        -1e30,
+        300.0,
+        255.9,
+        -3.7,
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1.0 / 3.0,
+        123456789.123,
+        9.3e18,
+        -9.3e18,
+        5.960464477539063e-8,
+        2.980232238769531e-8,
+        1.1754943508222875e-38,
+        1e-40,
     ];
     let all = [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I64, DType::U8];
     let base = Tensor::from_vec(special.clone(), [special.len()], Device::Cpu).unwrap();
@@ -221,14 +249,22 @@ fn copies_cat_and_casts() {
 
 #[test]
 fn matmul_through_the_runtime_gemm() {
-    let cases: &[(&[usize], &[usize])] =
-        &[(&[1, 1], &[1, 1]), (&[31, 33], &[33, 17]), (&[2, 1, 5, 7], &[3, 7, 4]), (&[4097, 3], &[3, 2]), (&[8], &[8, 3])];
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[1, 1], &[1, 1]),
+        (&[31, 33], &[33, 17]),
+        (&[2, 1, 5, 7], &[3, 7, 4]),
+        (&[4097, 3], &[3, 2]),
+        (&[8], &[8, 3]),
+    ];
     for (i, &(sa, sb)) in cases.iter().enumerate() {
         let (a, b) = (randn(sa, 30 + i as u64), randn(sb, 40 + i as u64));
         parity(&format!("matmul {sa:?}×{sb:?}"), &[a.clone(), b.clone()], 1e-5, |v| v[0].matmul(&v[1]));
-        parity(&format!("matmul f64 {sa:?}×{sb:?}"), &[a.to_dtype(DType::F64).unwrap(), b.to_dtype(DType::F64).unwrap()], 1e-12, |v| {
-            v[0].matmul(&v[1])
-        });
+        parity(
+            &format!("matmul f64 {sa:?}×{sb:?}"),
+            &[a.to_dtype(DType::F64).unwrap(), b.to_dtype(DType::F64).unwrap()],
+            1e-12,
+            |v| v[0].matmul(&v[1]),
+        );
     }
     // Transposed operands go in place (Op::T); a view with no unit stride is copied first.
     let (a, b) = (randn(&[33, 31], 1), randn(&[17, 33], 2));
@@ -251,7 +287,8 @@ fn softmax_along_every_axis() {
     }
     parity("softmax long rows", &[randn(&[2, 4097], 13)], 2e-6, |v| v[0].softmax(1));
     parity("log_softmax f64", &[x.to_dtype(DType::F64).unwrap()], 1e-12, |v| v[0].log_softmax(1));
-    let inf = Tensor::from_vec(vec![f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY, f32::NEG_INFINITY], [2, 2], Device::Cpu).unwrap();
+    let inf = Tensor::from_vec(vec![f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY, f32::NEG_INFINITY], [2, 2], Device::Cpu)
+        .unwrap();
     parity("softmax with -inf", &[inf], 1e-6, |v| v[0].softmax(1));
 }
 
@@ -259,9 +296,16 @@ fn softmax_along_every_axis() {
 fn fill_arange_and_random_numbers() {
     for d in devices() {
         for dt in [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I64, DType::U8] {
-            assert_bits(&Tensor::full(2.7, [33], dt, d).unwrap(), &Tensor::full(2.7, [33], dt, Device::Cpu).unwrap(), "full");
+            assert_bits(
+                &Tensor::full(2.7, [33], dt, d).unwrap(),
+                &Tensor::full(2.7, [33], dt, Device::Cpu).unwrap(),
+                "full",
+            );
             assert_bits(&Tensor::zeros([31], dt, d).unwrap(), &Tensor::zeros([31], dt, Device::Cpu).unwrap(), "zeros");
-            let (a, b) = (Tensor::arange(-3.0, 7.5, 0.25, dt, d).unwrap(), Tensor::arange(-3.0, 7.5, 0.25, dt, Device::Cpu).unwrap());
+            let (a, b) = (
+                Tensor::arange(-3.0, 7.5, 0.25, dt, d).unwrap(),
+                Tensor::arange(-3.0, 7.5, 0.25, dt, Device::Cpu).unwrap(),
+            );
             assert_bits(&a, &b, "arange");
         }
         for dt in [DType::F32, DType::F64, DType::BF16] {
@@ -276,7 +320,10 @@ fn fill_arange_and_random_numbers() {
             } else {
                 assert_close(&a, &b, 1e-6, "randn");
             }
-            let (a, b) = (Tensor::rand([1023], -1.0, 3.0, dt, d, &mut r1).unwrap(), Tensor::rand([1023], -1.0, 3.0, dt, Device::Cpu, &mut r2).unwrap());
+            let (a, b) = (
+                Tensor::rand([1023], -1.0, 3.0, dt, d, &mut r1).unwrap(),
+                Tensor::rand([1023], -1.0, 3.0, dt, Device::Cpu, &mut r2).unwrap(),
+            );
             assert_bits(&a, &b, "rand after randn (offsets advance alike)");
             assert_eq!(r1, r2);
         }
@@ -291,14 +338,21 @@ fn index_select_gather_and_their_gradients() {
     let index = Tensor::from_vec(gi, [5, 7, 3], Device::Cpu).unwrap();
     for d in devices() {
         for (name, f) in [
-            ("index_select", Box::new(|x: &Tensor, i: &Tensor| x.index_select(0, i)) as Box<dyn Fn(&Tensor, &Tensor) -> Result<Tensor>>),
+            (
+                "index_select",
+                Box::new(|x: &Tensor, i: &Tensor| x.index_select(0, i))
+                    as Box<dyn Fn(&Tensor, &Tensor) -> Result<Tensor>>,
+            ),
             ("gather", Box::new(|x: &Tensor, i: &Tensor| x.gather(1, i))),
         ] {
             let i = if name == "gather" { &index } else { &ids };
             let run = |dev: Device| {
                 let leaf = x.to_device(dev).unwrap().requires_grad_(true);
                 let y = f(&leaf.permute(&[0, 1, 2]).unwrap(), &i.to_device(dev).unwrap()).unwrap();
-                let w = Tensor::arange(0.0, y.numel() as f64, 1.0, DType::F32, dev).unwrap().reshape(y.dims().to_vec()).unwrap();
+                let w = Tensor::arange(0.0, y.numel() as f64, 1.0, DType::F32, dev)
+                    .unwrap()
+                    .reshape(y.dims().to_vec())
+                    .unwrap();
                 y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
                 (y, leaf.grad().unwrap())
             };

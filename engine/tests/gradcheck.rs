@@ -59,6 +59,11 @@ fn spell_axes(axes: &[usize], rank: usize, g: &mut Gen) -> Vec<isize> {
     axes.iter().map(|&a| if g.coin() { a as isize } else { a as isize - rank as isize }).collect()
 }
 
+/// `t` with the dtype and device of `like` (the functions below also run on Emu in f32).
+fn on(t: &Tensor, like: &Tensor) -> Result<Tensor> {
+    t.to_dtype(like.dtype())?.to_device(like.device())
+}
+
 fn cfg() -> ProptestConfig {
     common::cases(24)
 }
@@ -207,11 +212,11 @@ proptest! {
         // The result must have `out`'s shape even when all three operands are smaller.
         let full = Tensor::zeros(out.clone(), DType::F64, CPU)?;
         named(format!("where_cond mask {sm:?} true {st:?} false {sf:?}"),
-            gradcheck(&[t.clone(), f], GradCheck::default(), |v| Tensor::where_cond(&mask, &v[0], &v[1])?.add(&full)))?;
+            gradcheck(&[t.clone(), f], GradCheck::default(), |v| Tensor::where_cond(&mask.to_device(v[0].device())?, &v[0], &v[1])?.add(&on(&full, &v[0])?)))?;
         // masked_fill: the mask may broadcast against self only where self is the larger.
         let mask_for_t = Tensor::from_vec((0..numel(&st)).map(|_| g.coin() as u8).collect::<Vec<_>>(), st.clone(), CPU)?;
         named(format!("masked_fill {st:?}"),
-            gradcheck(&[t], GradCheck::default(), |v| v[0].masked_fill(&mask_for_t, -3.5)))?;
+            gradcheck(&[t], GradCheck::default(), |v| v[0].masked_fill(&mask_for_t.to_device(v[0].device())?, -3.5)))?;
     }
 
     #[test]
@@ -309,9 +314,9 @@ proptest! {
         ];
         // (A pre-activation within a finite-difference step of relu's kink has probability ~1e-6.)
         named("network", gradcheck(&args, GradCheck::default(), |v| {
-            let h = x.matmul(&v[0].t()?)?.add(&v[1])?.relu()?;
+            let h = on(&x, &v[0])?.matmul(&v[0].t()?)?.add(&v[1])?.relu()?;
             let logits = h.matmul(&v[2])?.add(&v[3])?;
-            logits.log_softmax(-1)?.gather(1, &labels)?.mean_all()?.neg()
+            logits.log_softmax(-1)?.gather(1, &labels.to_device(v[0].device())?)?.mean_all()?.neg()
         }))?;
     }
 }

@@ -17,7 +17,7 @@
 mod common;
 
 use bitgrad_engine::{DType, Rng, Tensor};
-use common::{dims, numel, ravel, unravel, Domain, Gen, ViewSpec, CPU};
+use common::{dev, dims, numel, ravel, unravel, Domain, Gen, ViewSpec, CPU};
 use proptest::prelude::*;
 
 fn cfg() -> ProptestConfig {
@@ -27,7 +27,7 @@ fn cfg() -> ProptestConfig {
 /// The f64 leaf `0, 1, 2, …` (every value distinct, so a misplaced read is visible).
 fn ramp(d: &[usize]) -> (Vec<f64>, Tensor) {
     let v: Vec<f64> = (0..numel(d)).map(|i| i as f64).collect();
-    let t = Tensor::from_vec(v.clone(), d.to_vec(), CPU).unwrap();
+    let t = Tensor::from_vec(v.clone(), d.to_vec(), dev()).unwrap();
     (v, t)
 }
 
@@ -197,8 +197,8 @@ proptest! {
         let (sa, sbv) = (ViewSpec::random(&out, kinds.0, &mut g), ViewSpec::random(&sb, kinds.1, &mut g));
         let va = g.values(numel(&sa.leaf_dims), Domain::Normal);
         let vb = g.values(numel(&sbv.leaf_dims), Domain::AwayFromZero);
-        let a = sa.apply(&Tensor::from_vec(va.clone(), sa.leaf_dims.clone(), CPU)?)?;
-        let b = sbv.apply(&Tensor::from_vec(vb.clone(), sbv.leaf_dims.clone(), CPU)?)?;
+        let a = sa.apply(&Tensor::from_vec(va.clone(), sa.leaf_dims.clone(), dev())?)?;
+        let b = sbv.apply(&Tensor::from_vec(vb.clone(), sbv.leaf_dims.clone(), dev())?)?;
         let (ea, eb) = (sa.expected(&va), sbv.expected(&vb));
         let want: Vec<f64> = (0..numel(&out))
             .map(|i| {
@@ -208,7 +208,7 @@ proptest! {
                 (x * y - x / y).exp().min(1e6) + x.max(y)
             })
             .collect();
-        let got = a.mul(&b)?.sub(&a.div(&b)?)?.exp()?.minimum(&Tensor::scalar(1e6, DType::F64, CPU)?)?.add(&a.maximum(&b)?)?;
+        let got = a.mul(&b)?.sub(&a.div(&b)?)?.exp()?.minimum(&Tensor::scalar(1e6, DType::F64, dev())?)?.add(&a.maximum(&b)?)?;
         assert_close(&got.to_vec::<f64>()?, &want, 1e-12, "a*b - a/b");
         // Comparisons produce u8 masks with the same broadcasting.
         let mask = a.gt(&b)?;
@@ -237,7 +237,7 @@ proptest! {
         let spec = ViewSpec::random(&shape, kind, &mut g);
         // Grid values: many ties, so "first index wins" is exercised for argmax/argmin.
         let leaf_vals = g.values(numel(&spec.leaf_dims), Domain::Grid);
-        let leaf = Tensor::from_vec(leaf_vals.clone(), spec.leaf_dims.clone(), CPU)?;
+        let leaf = Tensor::from_vec(leaf_vals.clone(), spec.leaf_dims.clone(), dev())?;
         let x = spec.apply(&leaf)?;
         let vals = spec.expected(&leaf_vals);
         let out_dims = reduced_dims(&shape, &axes, keepdim);
@@ -289,12 +289,12 @@ proptest! {
         let rank = shape.len();
         let spec = ViewSpec::random(&shape, kinds.0, &mut g);
         let leaf_vals = g.values(numel(&spec.leaf_dims), Domain::Normal);
-        let x = spec.apply(&Tensor::from_vec(leaf_vals.clone(), spec.leaf_dims.clone(), CPU)?)?;
+        let x = spec.apply(&Tensor::from_vec(leaf_vals.clone(), spec.leaf_dims.clone(), dev())?)?;
         let xv = spec.expected(&leaf_vals);
         let axis = g.below(rank);
         // index_select
         let ids: Vec<usize> = (0..1 + g.below(5)).map(|_| g.below(shape[axis])).collect();
-        let idx = Tensor::from_vec(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()], CPU)?;
+        let idx = Tensor::from_vec(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()], dev())?;
         let mut od = shape.clone();
         od[axis] = ids.len();
         let want: Vec<f64> = (0..numel(&od)).map(|i| { let mut p = unravel(i, &od); p[axis] = ids[p[axis]]; xv[ravel(&p, &shape)] }).collect();
@@ -304,7 +304,7 @@ proptest! {
         // gather
         let gd: Vec<usize> = shape.iter().enumerate().map(|(i, &d)| if i == axis { 1 + g.below(4) } else { 1 + g.below(d) }).collect();
         let gi: Vec<usize> = (0..numel(&gd)).map(|_| g.below(shape[axis])).collect();
-        let index = Tensor::from_vec(gi.iter().map(|&i| i as i64).collect::<Vec<_>>(), gd.clone(), CPU)?;
+        let index = Tensor::from_vec(gi.iter().map(|&i| i as i64).collect::<Vec<_>>(), gd.clone(), dev())?;
         let want: Vec<f64> = (0..numel(&gd)).map(|i| { let mut p = unravel(i, &gd); p[axis] = gi[i]; xv[ravel(&p, &shape)] }).collect();
         prop_assert_eq!(x.gather(axis as isize, &index)?.to_vec::<f64>()?, want);
         // cat with a second (differently laid out) tensor along `axis`, and stack with itself
@@ -312,7 +312,7 @@ proptest! {
         yd[axis] = 1 + g.below(3);
         let ys = ViewSpec::random(&yd, kinds.1, &mut g);
         let yl = g.values(numel(&ys.leaf_dims), Domain::Normal);
-        let y = ys.apply(&Tensor::from_vec(yl.clone(), ys.leaf_dims.clone(), CPU)?)?;
+        let y = ys.apply(&Tensor::from_vec(yl.clone(), ys.leaf_dims.clone(), dev())?)?;
         let yv = ys.expected(&yl);
         let mut cd = shape.clone();
         cd[axis] += yd[axis];
@@ -334,8 +334,8 @@ proptest! {
         // where_cond with a broadcast mask
         let md: Vec<usize> = shape.iter().map(|&d| if g.coin() { 1 } else { d }).collect();
         let mv: Vec<u8> = (0..numel(&md)).map(|_| g.coin() as u8).collect();
-        let mask = Tensor::from_vec(mv.clone(), md.clone(), CPU)?;
-        let w = Tensor::where_cond(&mask, &x, &Tensor::scalar(7.0, DType::F64, CPU)?)?;
+        let mask = Tensor::from_vec(mv.clone(), md.clone(), dev())?;
+        let w = Tensor::where_cond(&mask, &x, &Tensor::scalar(7.0, DType::F64, dev())?)?;
         let want: Vec<f64> = (0..xv.len())
             .map(|i| { let p: Vec<usize> = unravel(i, &shape).iter().zip(&md).map(|(&k, &d)| if d == 1 { 0 } else { k }).collect(); if mv[ravel(&p, &md)] != 0 { xv[i] } else { 7.0 } })
             .collect();
@@ -410,8 +410,8 @@ proptest! {
         let mut dtypes = vec![(DType::F64, 1e-12)];
         if f32_too { dtypes.push((DType::F32, 1e-5)); }
         for (dt, tol) in dtypes {
-            let a = va_spec.apply(&Tensor::from_vec(la.clone(), va_spec.leaf_dims.clone(), CPU)?.to_dtype(dt)?)?;
-            let bb = vb_spec.apply(&Tensor::from_vec(lb.clone(), vb_spec.leaf_dims.clone(), CPU)?.to_dtype(dt)?)?;
+            let a = va_spec.apply(&Tensor::from_vec(la.clone(), va_spec.leaf_dims.clone(), dev())?.to_dtype(dt)?)?;
+            let bb = vb_spec.apply(&Tensor::from_vec(lb.clone(), vb_spec.leaf_dims.clone(), dev())?.to_dtype(dt)?)?;
             let y = a.matmul(&bb)?;
             prop_assert_eq!(y.dims(), &out_dims[..], "{}", what);
             prop_assert_eq!(y.dtype(), dt);
@@ -440,8 +440,8 @@ fn large_matmuls_take_the_parallel_paths_and_stay_correct() {
     // One big product (gemm's own threading), and many small ones (batches side by side); the
     // right operand is a transposed view in both.
     for (batch, m, k, n) in [(1, 96, 80, 72), (16, 9, 7, 5)] {
-        let a = Tensor::randn([batch, m, k], 0.0, 1.0, DType::F64, CPU, &mut rng).unwrap();
-        let bt = Tensor::randn([n, k], 0.0, 1.0, DType::F64, CPU, &mut rng).unwrap();
+        let a = Tensor::randn([batch, m, k], 0.0, 1.0, DType::F64, dev(), &mut rng).unwrap();
+        let bt = Tensor::randn([n, k], 0.0, 1.0, DType::F64, dev(), &mut rng).unwrap();
         let y = a.matmul(&bt.t().unwrap()).unwrap();
         let (av, btv) = (a.to_vec::<f64>().unwrap(), bt.t().unwrap().to_vec::<f64>().unwrap());
         let yv = y.to_vec::<f64>().unwrap();
@@ -456,6 +456,9 @@ fn large_matmuls_take_the_parallel_paths_and_stay_correct() {
 
 #[test]
 fn in_place_writes_are_seen_through_every_view() {
+    if dev() != CPU {
+        return; // writes through with_cpu_slice_mut, a CPU-only API
+    }
     let (_, x) = ramp(&[3, 4]);
     let (t, row, b) =
         (x.t().unwrap(), x.narrow(0, 1, 1).unwrap(), x.narrow(0, 2, 1).unwrap().broadcast_to([2, 4]).unwrap());
@@ -496,7 +499,7 @@ fn large_reductions_and_softmax_equal_naive_loops() {
     // Above the parallel threshold, reduced ranges longer than one chunk (and not a multiple of
     // it), with the reduced axis strided.
     let mut rng = Rng::new(3);
-    let x = Tensor::randn([3, 70001], 0.0, 1.0, DType::F64, CPU, &mut rng).unwrap();
+    let x = Tensor::randn([3, 70001], 0.0, 1.0, DType::F64, dev(), &mut rng).unwrap();
     let v = x.to_vec::<f64>().unwrap();
     let (rows, cols) = (3, 70001);
     for (name, t, transposed) in [("x", x.clone(), false), ("xᵀ", x.t().unwrap(), true)] {
@@ -525,7 +528,7 @@ fn large_reductions_and_softmax_equal_naive_loops() {
         }
     }
     // Softmax is stable for large logits and exact for masked (-inf) ones.
-    let big = Tensor::from_vec(vec![1000.0f32, 1000.0, f32::NEG_INFINITY, -1000.0], [4], CPU).unwrap();
+    let big = Tensor::from_vec(vec![1000.0f32, 1000.0, f32::NEG_INFINITY, -1000.0], [4], dev()).unwrap();
     let sm = big.softmax(0).unwrap().to_vec::<f32>().unwrap();
     assert_eq!(sm, vec![0.5, 0.5, 0.0, 0.0]);
     let lsm = big.log_softmax(0).unwrap().to_vec::<f32>().unwrap();
@@ -536,7 +539,7 @@ fn large_reductions_and_softmax_equal_naive_loops() {
 #[test]
 fn empty_tensors_reshape_and_reduce() {
     // Zero-size axes: views of them, reshape of a non-contiguous one, sums (zero) and copies.
-    let x = Tensor::zeros([0, 3], DType::F32, CPU).unwrap();
+    let x = Tensor::zeros([0, 3], DType::F32, dev()).unwrap();
     let t = x.t().unwrap();
     assert_eq!(t.dims(), &[3, 0]);
     assert_eq!(t.reshape([0]).unwrap().dims(), &[0]);
@@ -545,12 +548,12 @@ fn empty_tensors_reshape_and_reduce() {
     assert_eq!(x.sum(&[0], false).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 3]);
     assert!(x.max(&[0], false).is_err(), "max over an empty axis has no value");
     // Ops on empty tensors, and a matmul whose inner dimension is empty (zeros).
-    assert_eq!(x.add(&Tensor::ones([3], DType::F32, CPU).unwrap()).unwrap().dims(), &[0, 3]);
+    assert_eq!(x.add(&Tensor::ones([3], DType::F32, dev()).unwrap()).unwrap().dims(), &[0, 3]);
     assert_eq!(x.softmax(0).unwrap().dims(), &[0, 3]);
     assert_eq!(Tensor::cat(&[&x, &x], 0).unwrap().dims(), &[0, 3]);
-    let none = Tensor::from_vec(Vec::<i64>::new(), [0], CPU).unwrap();
+    let none = Tensor::from_vec(Vec::<i64>::new(), [0], dev()).unwrap();
     assert_eq!(x.t().unwrap().index_select(1, &none).unwrap().dims(), &[3, 0]);
-    let (a, b) = (Tensor::zeros([2, 0], DType::F64, CPU).unwrap(), Tensor::zeros([0, 3], DType::F64, CPU).unwrap());
+    let (a, b) = (Tensor::zeros([2, 0], DType::F64, dev()).unwrap(), Tensor::zeros([0, 3], DType::F64, dev()).unwrap());
     assert_eq!(a.matmul(&b).unwrap().to_vec::<f64>().unwrap(), vec![0.0; 6]);
     assert_eq!(b.t().unwrap().matmul(&a.t().unwrap()).unwrap().dims(), &[3, 2]);
     assert!(x.mean(&[0], false).unwrap().to_vec::<f32>().unwrap().iter().all(|m| m.is_nan()), "mean of nothing is NaN");
@@ -583,11 +586,14 @@ proptest! {
 
     #[test]
     fn reductions_are_bit_identical_across_thread_counts(which in 0usize..4, dt64 in any::<bool>(), seed in any::<u64>()) {
+        if dev() != CPU {
+            return Ok(()); // about the CPU's thread pools; GPU reductions have a fixed order
+        }
         // > 1<<16 elements; shapes chosen so that the per-output and the chunk-parallel paths are
         // both taken (and differ between the pools: few outputs with 1 thread is "many").
         let shape: Vec<usize> = [vec![5, 20000], vec![300, 300], vec![1, 70001], vec![40, 50, 40]][which].clone();
         let dt = if dt64 { DType::F64 } else { DType::F32 };
-        let x = Tensor::randn(shape.clone(), 0.5, 2.0, dt, CPU, &mut Rng::new(seed))?;
+        let x = Tensor::randn(shape.clone(), 0.5, 2.0, dt, dev(), &mut Rng::new(seed))?;
         let rank = shape.len() as isize;
         let xt = x.transpose(0, rank - 1)?;
         for (name, t) in [("x", &x), ("transposed", &xt)] {
@@ -612,17 +618,20 @@ proptest! {
 
     #[test]
     fn randn_is_bit_identical_across_thread_counts(seed in any::<u64>(), n in 70_000usize..140_000) {
-        same_in_all_pools("randn f64", || bits(&Tensor::randn([n], 0.0, 1.0, DType::F64, CPU, &mut Rng::new(seed)).unwrap()));
-        same_in_all_pools("randn f32", || bits(&Tensor::randn([n], 1.0, 3.0, DType::F32, CPU, &mut Rng::new(seed)).unwrap()));
-        same_in_all_pools("rand f64", || bits(&Tensor::rand([n], -1.0, 1.0, DType::F64, CPU, &mut Rng::new(seed)).unwrap()));
+        if dev() != CPU {
+            return Ok(()); // about the CPU's thread pools (device_parity checks Emu's numbers)
+        }
+        same_in_all_pools("randn f64", || bits(&Tensor::randn([n], 0.0, 1.0, DType::F64, dev(), &mut Rng::new(seed)).unwrap()));
+        same_in_all_pools("randn f32", || bits(&Tensor::randn([n], 1.0, 3.0, DType::F32, dev(), &mut Rng::new(seed)).unwrap()));
+        same_in_all_pools("rand f64", || bits(&Tensor::rand([n], -1.0, 1.0, DType::F64, dev(), &mut Rng::new(seed)).unwrap()));
         // Counter-based: one big (parallel) draw equals a small (serial) draw followed by the rest.
         let mut r = Rng::new(seed);
-        let small = Tensor::randn([100], 0.0, 1.0, DType::F64, CPU, &mut r)?;
-        let rest = Tensor::randn([n - 100], 0.0, 1.0, DType::F64, CPU, &mut r)?;
+        let small = Tensor::randn([100], 0.0, 1.0, DType::F64, dev(), &mut r)?;
+        let rest = Tensor::randn([n - 100], 0.0, 1.0, DType::F64, dev(), &mut r)?;
         prop_assert_eq!(r.offset(), n as u64);
-        let whole = Tensor::randn([n], 0.0, 1.0, DType::F64, CPU, &mut Rng::new(seed))?;
+        let whole = Tensor::randn([n], 0.0, 1.0, DType::F64, dev(), &mut Rng::new(seed))?;
         prop_assert_eq!(bits(&Tensor::cat(&[&small, &rest], 0)?), bits(&whole));
-        let other = Tensor::randn([n], 0.0, 1.0, DType::F64, CPU, &mut Rng::new(seed ^ 1))?;
+        let other = Tensor::randn([n], 0.0, 1.0, DType::F64, dev(), &mut Rng::new(seed ^ 1))?;
         prop_assert_ne!(bits(&other), bits(&whole));
     }
 }

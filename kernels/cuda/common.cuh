@@ -44,6 +44,7 @@ __device__ __forceinline__ long long bg_offset(const bg_layout& l, long long i) 
 // The arithmetic type of a storage type: half precision computes in f32, as on the CPU.
 template <typename T> struct bg_acc { typedef float type; };
 template <> struct bg_acc<double> { typedef double type; };
+template <> struct bg_acc<long long> { typedef long long type; };  // integers compare exactly
 
 template <typename T> __device__ __forceinline__ typename bg_acc<T>::type bg_load(T x) { return x; }
 template <> __device__ __forceinline__ float bg_load<__half>(__half x) { return __half2float(x); }

@@ -97,6 +97,28 @@ __device__ void ext_cols(long long n_out, long long r, int is_max, const T* __re
     }
 }
 
+// Integer sums: exact in i64 (wrapping, as the CPU's).
+extern "C" __global__ void reduce_isum_rows_i64(long long r, const long long* x, bg_layout lo, bg_layout lr,
+                                                long long* out) {
+    __shared__ unsigned long long scratch[32];
+    long long o = blockIdx.x;
+    long long base = bg_offset(lo, o);
+    unsigned long long acc = 0;
+    for (long long j = threadIdx.x; j < r; j += blockDim.x) acc += (unsigned long long)x[base + bg_offset(lr, j)];
+    acc = bg_block_sum(acc, scratch);
+    if (threadIdx.x == 0) out[o] = (long long)acc;
+}
+
+extern "C" __global__ void reduce_isum_cols_i64(long long n_out, long long r, const long long* x, bg_layout lo,
+                                                bg_layout lr, long long* out) {
+    BG_FOR_EACH(o, n_out) {
+        long long base = bg_offset(lo, o);
+        unsigned long long acc = 0;
+        for (long long j = 0; j < r; ++j) acc += (unsigned long long)x[base + bg_offset(lr, j)];
+        out[o] = (long long)acc;
+    }
+}
+
 // Block size for *_rows must be a power of two between 32 and 1024.
 #define BG_REDUCE_KERNELS(SUF, T)                                                                             \
     extern "C" __global__ void reduce_sum_rows_##SUF(long long r, const T* x, bg_layout lo, bg_layout lr,     \
@@ -120,3 +142,13 @@ BG_REDUCE_KERNELS(f32, float)
 BG_REDUCE_KERNELS(f64, double)
 BG_REDUCE_KERNELS(f16, __half)
 BG_REDUCE_KERNELS(bf16, __nv_bfloat16)
+
+// Integer max/min and their positions (the sums above are float-only; i64 sums are exact below).
+extern "C" __global__ void reduce_ext_rows_i64(long long r, int is_max, const long long* x, bg_layout lo, bg_layout lr,
+                                               long long* val, long long* idx) {
+    ext_rows<long long>(r, is_max, x, lo, lr, val, idx);
+}
+extern "C" __global__ void reduce_ext_cols_i64(long long n_out, long long r, int is_max, const long long* x,
+                                               bg_layout lo, bg_layout lr, long long* val, long long* idx) {
+    ext_cols<long long>(n_out, r, is_max, x, lo, lr, val, idx);
+}

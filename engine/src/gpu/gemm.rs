@@ -141,7 +141,9 @@ mod tests {
             for j in 0..g.n {
                 for i in 0..g.m {
                     let dot: f64 = (0..g.k)
-                        .map(|l| at(a, g.op_a, g.lda, g.stride_a, bi, i, l) * at(b, g.op_b, g.ldb, g.stride_b, bi, l, j))
+                        .map(|l| {
+                            at(a, g.op_a, g.lda, g.stride_a, bi, i, l) * at(b, g.op_b, g.ldb, g.stride_b, bi, l, j)
+                        })
                         .sum();
                     let p = bi * g.stride_c + i + j * g.ldc;
                     out[p] = g.alpha * dot + if g.beta == 0.0 { 0.0 } else { g.beta * c[p] };

@@ -47,7 +47,10 @@ impl Tensor {
         let out = match (&*st, device) {
             (Storage::Cpu(s), d) => {
                 let rt = crate::gpu::runtime(d)?;
-                let host = crate::cpu::copy::contiguous(s, &crate::Layout::new(src.shape().clone(), src.layout().strides().to_vec(), o));
+                let host = crate::cpu::copy::contiguous(
+                    s,
+                    &crate::Layout::new(src.shape().clone(), src.layout().strides().to_vec(), o),
+                );
                 Storage::Gpu(GpuStorage::from_cpu(&rt, &host)?)
             }
             (Storage::Gpu(g), Device::Cpu) => {

@@ -40,7 +40,9 @@ impl Tensor {
         let il = crate::Layout::contiguous(index.shape().clone());
         let out = match &*self.storage() {
             Storage::Cpu(s) => Storage::Cpu(cpu::index::gather(s, self.layout(), a, &ids, &il)?),
-            Storage::Gpu(s) => Storage::Gpu(prims::take(s, &as_i64(cpu::index::gather_offsets(self.layout(), a, &ids, &il)?))?),
+            Storage::Gpu(s) => {
+                Storage::Gpu(prims::take(s, &as_i64(cpu::index::gather_offsets(self.layout(), a, &ids, &il)?))?)
+            }
         };
         Ok(Tensor::from_storage(out, index.shape())
             .record(&[self], GatherBackward { axis: a, ids, index: index.detach() }))
@@ -85,7 +87,12 @@ impl BackwardOp for GatherBackward {
         let out = match &*g.storage() {
             Storage::Cpu(s) => Storage::Cpu(cpu::index::scatter_add(shape, self.axis, &self.ids, &il, s, g.layout())?),
             Storage::Gpu(s) => {
-                let offs = as_i64(cpu::index::gather_offsets(&crate::Layout::contiguous(shape.clone()), self.axis, &self.ids, &il)?);
+                let offs = as_i64(cpu::index::gather_offsets(
+                    &crate::Layout::contiguous(shape.clone()),
+                    self.axis,
+                    &self.ids,
+                    &il,
+                )?);
                 Storage::Gpu(prims::scatter_add(shape, &offs, s, g.layout())?)
             }
         };

@@ -11,8 +11,7 @@ impl Tensor {
             Storage::Cpu(s) => Storage::Cpu(cpu::softmax::softmax(s, self.layout(), a, log)?),
             Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::softmax::softmax(s, self.layout(), a, log)?),
         };
-        Ok(Tensor::from_storage(out, self.shape())
-            .record(&[self], SoftmaxBackward { axis: a as isize, log }))
+        Ok(Tensor::from_storage(out, self.shape()).record(&[self], SoftmaxBackward { axis: a as isize, log }))
     }
 
     /// `exp(x) / sum(exp(x))` along `axis`, computed stably.

@@ -76,4 +76,3 @@ impl Tensor {
         T::slice(s).ok_or(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE })
     }
 }
-

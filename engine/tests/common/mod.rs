@@ -5,10 +5,20 @@
 #![allow(dead_code)]
 
 use bitgrad_engine::gradcheck::{check_gradients, GradCheck};
-use bitgrad_engine::{Device, Result, Tensor};
+use bitgrad_engine::{DType, Device, Result, Tensor};
 use proptest::prelude::*;
 
 pub const CPU: Device = Device::Cpu;
+
+/// The device the property tests build their tensors on: `BITGRAD_TEST_DEVICE` (`cpu`, `emu`,
+/// `cuda`), the CPU by default. scripts/test.sh runs them once more on the emulator.
+#[allow(dead_code)] // not every test binary uses it
+pub fn dev() -> Device {
+    std::env::var("BITGRAD_TEST_DEVICE")
+        .ok()
+        .map(|d| d.parse().expect("BITGRAD_TEST_DEVICE: cpu, emu or cuda"))
+        .unwrap_or(CPU)
+}
 
 // ---- a small deterministic generator ---------------------------------------------------------
 
@@ -277,6 +287,47 @@ pub fn gradcheck(args: &[Arg], opts: GradCheck, f: impl Fn(&[Tensor]) -> Result<
     )?;
     let total: usize = args.iter().map(|a| a.values.len()).sum();
     assert_eq!(report.checked, total, "every input element must be checked");
+    device_check(args, &f)
+}
+
+/// The same function on the emulator, in f32, against the CPU in f32: the output and every
+/// leaf's gradient (of a weighted sum of the output, so each output element counts differently).
+/// This runs every op's forward and backward kernels on `Emu` with the inputs of the gradient
+/// checks (views included). Functions that build extra tensors take their device from `v[0]`.
+pub fn device_check(args: &[Arg], f: &impl Fn(&[Tensor]) -> Result<Tensor>) -> Result<()> {
+    let run = |device: Device| -> Result<Vec<Vec<f64>>> {
+        let leaves = args
+            .iter()
+            .map(|a| {
+                let v: Vec<f32> = a.values.iter().map(|&x| x as f32).collect();
+                Ok(Tensor::from_vec(v, a.spec.leaf_dims.clone(), device)?.requires_grad_(true))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let views = leaves.iter().zip(args).map(|(x, a)| a.spec.apply(x)).collect::<Result<Vec<_>>>()?;
+        let y = f(&views)?;
+        let n = y.numel();
+        let w = Tensor::arange(0.0, n as f64, 1.0, DType::F32, device)?.affine(0.37, -1.0)?.tanh()?;
+        y.mul(&w.reshape(y.dims().to_vec())?.to_dtype(y.dtype())?)?.sum_all()?.backward()?;
+        let mut out = vec![y.to_vec_f64()?];
+        for l in &leaves {
+            out.push(match l.grad() {
+                Some(g) => g.to_vec_f64()?,
+                None => vec![0.0; l.numel()],
+            });
+        }
+        Ok(out)
+    };
+    let want = run(CPU)?;
+    let got = run(Device::Emu)?;
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        let scale = w.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+            if (a - b).abs() > 2e-5 * scale && !(a.is_nan() && b.is_nan()) {
+                let what = if k == 0 { "output".to_string() } else { format!("gradient of input {}", k - 1) };
+                return Err(bitgrad_engine::Error::Msg(format!("emu vs cpu (f32): {what}[{i}]: emu {a}, cpu {b}")));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -62,7 +62,8 @@ pub fn unary(s: &GpuStorage, l: &Layout, op: UnaryOp) -> Result<GpuStorage> {
     let mut done = 0;
     if vec4_ok(s, l) && n >= 4 {
         let n4 = n / 4;
-        let args = [(n4 as i64).into(), code.into(), p0.into(), p1.into(), s.ptr_at(l.offset()).into(), out.ptr().into()];
+        let args =
+            [(n4 as i64).into(), code.into(), p0.into(), p1.into(), s.ptr_at(l.offset()).into(), out.ptr().into()];
         launch_n(rt, "unary_vec4_f32", n4, &args)?;
         done = n4 * 4;
     }
@@ -92,12 +93,19 @@ pub fn binary(a: &GpuStorage, la: &Layout, b: &GpuStorage, lb: &Layout, op: Bina
     let rt = a.runtime();
     let code = binary_code(op);
     if vec4_ok(a, la) && vec4_ok(b, lb) && n % 4 == 0 {
-        let args = [((n / 4) as i64).into(), code.into(), a.ptr_at(la.offset()).into(), b.ptr_at(lb.offset()).into(), out.ptr().into()];
+        let args = [
+            ((n / 4) as i64).into(),
+            code.into(),
+            a.ptr_at(la.offset()).into(),
+            b.ptr_at(lb.offset()).into(),
+            out.ptr().into(),
+        ];
         launch_n(rt, "binary_vec4_f32", n / 4, &args)?;
         return Ok(out);
     }
     let m = LayoutArg::merged(&[la, lb])?;
-    let args = [(n as i64).into(), code.into(), a.ptr().into(), m[0].arg(), b.ptr().into(), m[1].arg(), out.ptr().into()];
+    let args =
+        [(n as i64).into(), code.into(), a.ptr().into(), m[0].arg(), b.ptr().into(), m[1].arg(), out.ptr().into()];
     launch_n(rt, &format!("binary_{}", dtype_suffix(a.dtype())), n, &args)?;
     Ok(out)
 }
@@ -110,7 +118,15 @@ pub fn compare(a: &GpuStorage, la: &Layout, b: &GpuStorage, lb: &Layout, op: Cmp
     let n = la.numel();
     let out = out_like(a, DType::U8, n)?;
     let m = LayoutArg::merged(&[la, lb])?;
-    let args = [(n as i64).into(), cmp_code(op).into(), a.ptr().into(), m[0].arg(), b.ptr().into(), m[1].arg(), out.ptr().into()];
+    let args = [
+        (n as i64).into(),
+        cmp_code(op).into(),
+        a.ptr().into(),
+        m[0].arg(),
+        b.ptr().into(),
+        m[1].arg(),
+        out.ptr().into(),
+    ];
     launch_n(a.runtime(), &format!("compare_{}", dtype_suffix(a.dtype())), n, &args)?;
     Ok(out)
 }
@@ -133,8 +149,16 @@ pub fn where_cond(
     let n = la.numel();
     let out = out_like(a, a.dtype(), n)?;
     let l = LayoutArg::merged(&[lm, la, lb])?;
-    let args =
-        [(n as i64).into(), m.ptr().into(), l[0].arg(), a.ptr().into(), l[1].arg(), b.ptr().into(), l[2].arg(), out.ptr().into()];
+    let args = [
+        (n as i64).into(),
+        m.ptr().into(),
+        l[0].arg(),
+        a.ptr().into(),
+        l[1].arg(),
+        b.ptr().into(),
+        l[2].arg(),
+        out.ptr().into(),
+    ];
     launch_n(a.runtime(), &format!("where_{}", super::bytes_suffix(a.dtype())), n, &args)?;
     Ok(out)
 }

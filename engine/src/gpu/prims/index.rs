@@ -36,12 +36,12 @@ pub fn take(s: &GpuStorage, offs: &[i64]) -> Result<GpuStorage> {
     let out = GpuStorage::alloc(s.runtime(), s.dtype(), n)?;
     if n > 0 {
         let o = upload_offsets(s, offs)?;
-        launch_n(s.runtime(), &format!("take_{}", bytes_suffix(s.dtype())), n, &[
-            (n as i64).into(),
-            s.ptr().into(),
-            o.ptr().into(),
-            out.ptr().into(),
-        ])?;
+        launch_n(
+            s.runtime(),
+            &format!("take_{}", bytes_suffix(s.dtype())),
+            n,
+            &[(n as i64).into(), s.ptr().into(), o.ptr().into(), out.ptr().into()],
+        )?;
     }
     Ok(out)
 }
@@ -55,13 +55,12 @@ pub fn scatter_add(shape: &Shape, offs: &[i64], g: &GpuStorage, lg: &Layout) -> 
     let n = offs.len();
     if n > 0 {
         let o = upload_offsets(g, offs)?;
-        launch_n(g.runtime(), &format!("scatter_add_{}", dtype_suffix(g.dtype())), n, &[
-            (n as i64).into(),
-            g.ptr().into(),
-            LayoutArg::of(lg)?.arg(),
-            o.ptr().into(),
-            out.ptr().into(),
-        ])?;
+        launch_n(
+            g.runtime(),
+            &format!("scatter_add_{}", dtype_suffix(g.dtype())),
+            n,
+            &[(n as i64).into(), g.ptr().into(), LayoutArg::of(lg)?.arg(), o.ptr().into(), out.ptr().into()],
+        )?;
     }
     Ok(out)
 }

@@ -52,8 +52,8 @@ pub fn matmul(a: &GpuStorage, la: &Layout, b: &GpuStorage, lb: &Layout) -> Resul
     let batch_dims = &la.dims()[..r - 2];
     let nb: usize = batch_dims.iter().product();
     let out = GpuStorage::zeros(a.runtime(), a.dtype(), nb * m * n)?;
-    if nb * m * n == 0 {
-        return Ok(out);
+    if nb * m * n == 0 || k == 0 {
+        return Ok(out); // an empty product is zeros
     }
     // Operands the GEMM cannot read in place are made contiguous (then they always can).
     let prepare = |s: &GpuStorage, l: &Layout, rows: usize, cols: usize| -> Result<(Option<GpuStorage>, Layout)> {
@@ -89,7 +89,8 @@ pub fn matmul(a: &GpuStorage, la: &Layout, b: &GpuStorage, lb: &Layout) -> Resul
         &batch_layout(&Layout::contiguous([1]), Some(c_strides)),
     ])?;
     let rank = merged[0].rank as usize;
-    let (inner, outer_dims) = if rank == 0 { (1, vec![]) } else { (merged[0].dims[rank - 1] as usize, merged[0].dims[..rank - 1].to_vec()) };
+    let (inner, outer_dims) =
+        if rank == 0 { (1, vec![]) } else { (merged[0].dims[rank - 1] as usize, merged[0].dims[..rank - 1].to_vec()) };
     let stride = |i: usize| if rank == 0 { 0 } else { merged[i].strides[rank - 1] as usize };
     let dtype = if a.dtype() == DType::F32 { GemmDType::F32 } else { GemmDType::F64 };
     let es = a.dtype().size_in_bytes();

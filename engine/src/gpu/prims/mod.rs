@@ -50,7 +50,13 @@ impl LayoutArg {
                 format!("{} axes that cannot be merged (shape {dims:?}, strides {strides:?}); GPU kernels take at most {MAX_RANK}", dims.len()),
             ));
         }
-        let mut a = LayoutArg { dims: [1; MAX_RANK], strides: [0; MAX_RANK], offset: offset as i64, rank: dims.len() as i32, contiguous: 0 };
+        let mut a = LayoutArg {
+            dims: [1; MAX_RANK],
+            strides: [0; MAX_RANK],
+            offset: offset as i64,
+            rank: dims.len() as i32,
+            contiguous: 0,
+        };
         for (i, (&d, &s)) in dims.iter().zip(strides).enumerate() {
             a.dims[i] = d as i64;
             a.strides[i] = s as i64;
@@ -78,8 +84,8 @@ impl LayoutArg {
         let mut md: Vec<usize> = Vec::new();
         let mut ms: Vec<Vec<usize>> = vec![Vec::new(); ls.len()];
         for &d in &keep {
-            let mergeable = !md.is_empty()
-                && ls.iter().zip(&ms).all(|(l, s)| *s.last().unwrap() == l.strides()[d] * dims[d]);
+            let mergeable =
+                !md.is_empty() && ls.iter().zip(&ms).all(|(l, s)| *s.last().unwrap() == l.strides()[d] * dims[d]);
             if mergeable {
                 *md.last_mut().unwrap() *= dims[d];
                 for (l, s) in ls.iter().zip(ms.iter_mut()) {

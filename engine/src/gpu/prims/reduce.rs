@@ -10,7 +10,10 @@ const ROWS_MIN_LEN: usize = 128;
 
 /// Reduces `axes` of the view `l`; the result is contiguous over the kept axes, in order.
 pub fn reduce(s: &GpuStorage, l: &Layout, axes: &[usize], op: ReduceOp) -> Result<GpuStorage> {
-    expect_float(op.name(), s.dtype())?;
+    let int_sum = s.dtype() == DType::I64 && op == ReduceOp::Sum;
+    if s.dtype() != DType::I64 {
+        expect_float(op.name(), s.dtype())?;
+    }
     let rank = l.dims().len();
     let kept: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();
     let pick = |ax: &[usize]| -> (Vec<usize>, Vec<usize>) {
@@ -24,6 +27,7 @@ pub fn reduce(s: &GpuStorage, l: &Layout, axes: &[usize], op: ReduceOp) -> Resul
     let lr = LayoutArg::of(&Layout::new(rd.into(), rs, 0))?;
     let sum = matches!(op, ReduceOp::Sum);
     let out_dtype = match op {
+        ReduceOp::Sum if int_sum => DType::I64,
         ReduceOp::Sum => DType::F64,
         ReduceOp::Max | ReduceOp::Min => s.dtype(),
         ReduceOp::ArgMax | ReduceOp::ArgMin => DType::I64,
@@ -31,7 +35,8 @@ pub fn reduce(s: &GpuStorage, l: &Layout, axes: &[usize], op: ReduceOp) -> Resul
     if r == 0 && !sum {
         return Err(Error::invalid(op.name(), format!("cannot reduce over an empty axis (shape {})", l.shape())));
     }
-    let out = if sum && r == 0 { GpuStorage::zeros(s.runtime(), DType::F64, n_out)? } else { out_like(s, out_dtype, n_out)? };
+    let out =
+        if sum && r == 0 { GpuStorage::zeros(s.runtime(), out_dtype, n_out)? } else { out_like(s, out_dtype, n_out)? };
     if n_out > 0 && r > 0 {
         let rows = r >= ROWS_MIN_LEN && n_out <= i32::MAX as usize;
         let sfx = dtype_suffix(s.dtype());
@@ -60,11 +65,17 @@ pub fn reduce(s: &GpuStorage, l: &Layout, axes: &[usize], op: ReduceOp) -> Resul
         } else {
             args.extend([val.into(), idx.into()]);
         }
-        let kind = if sum { "sum" } else { "ext" };
+        let kind = if int_sum {
+            "isum"
+        } else if sum {
+            "sum"
+        } else {
+            "ext"
+        };
         let shape = if rows { "rows" } else { "cols" };
         s.runtime().launch(&format!("reduce_{kind}_{shape}_{sfx}"), &cfg, &args)?;
     }
-    if sum && s.dtype() != DType::F64 {
+    if sum && !int_sum && s.dtype() != DType::F64 {
         return copy::cast(&out, &Layout::contiguous([n_out]), s.dtype());
     }
     Ok(out)

@@ -17,7 +17,8 @@ pub fn softmax(s: &GpuStorage, l: &Layout, axis: usize, log: bool) -> Result<Gpu
     let others: Vec<usize> = (0..l.dims().len()).filter(|&a| a != axis).collect();
     let dims: Vec<usize> = others.iter().map(|&a| l.dims()[a]).collect();
     let ystrides = l.shape().contiguous_strides();
-    let lx = LayoutArg::of(&Layout::new(dims.clone().into(), others.iter().map(|&a| l.strides()[a]).collect(), l.offset()))?;
+    let lx =
+        LayoutArg::of(&Layout::new(dims.clone().into(), others.iter().map(|&a| l.strides()[a]).collect(), l.offset()))?;
     let ly = LayoutArg::of(&Layout::new(dims.into(), others.iter().map(|&a| ystrides[a]).collect(), 0))?;
     let threads = len.next_power_of_two().clamp(32, 256) as u32;
     let cfg = LaunchConfig { grid: [rows as u32, 1, 1], block: [threads, 1, 1], shared_bytes: 0 };
