@@ -135,7 +135,7 @@ impl GpuStorage {
     }
     /// The address of element `i`.
     pub fn ptr_at(&self, i: usize) -> DevicePtr {
-        self.buf.ptr().add(i * self.dtype.size_in_bytes())
+        self.buf.ptr().byte_add(i * self.dtype.size_in_bytes())
     }
 }
 

@@ -84,16 +84,16 @@ fn unary_ops_on_odd_sizes_and_views() {
         let x = randn(&[n], i as u64);
         for &(name, f) in UNARY {
             // Contiguous (log/sqrt of negatives: NaN on both sides).
-            parity(&format!("{name}[{n}]"), &[x.clone()], 4e-6, |v| f(&v[0]));
+            parity(&format!("{name}[{n}]"), std::slice::from_ref(&x), 4e-6, |v| f(&v[0]));
         }
     }
     // Non-contiguous: a transposed and a narrowed view, and one starting at an odd offset
     // (misaligned for the float4 path).
     let m = randn(&[33, 31], 7);
     for &(name, f) in UNARY {
-        parity(&format!("{name} of transpose"), &[m.clone()], 4e-6, |v| f(&v[0].t()?));
-        parity(&format!("{name} of narrow"), &[m.clone()], 4e-6, |v| f(&v[0].narrow(1, 3, 17)?));
-        parity(&format!("{name} at offset 1"), &[m.clone()], 4e-6, |v| {
+        parity(&format!("{name} of transpose"), std::slice::from_ref(&m), 4e-6, |v| f(&v[0].t()?));
+        parity(&format!("{name} of narrow"), std::slice::from_ref(&m), 4e-6, |v| f(&v[0].narrow(1, 3, 17)?));
+        parity(&format!("{name} at offset 1"), std::slice::from_ref(&m), 4e-6, |v| {
             f(&v[0].reshape([33 * 31])?.narrow(0, 1, 1022)?)
         });
     }
@@ -154,7 +154,7 @@ fn comparisons_and_where() {
     let a = a.narrow(0, 0, 32).unwrap(); // ties: compare a with itself below
     parity("lt", &[a.clone(), b.clone()], 0.0, |v| v[0].lt(&v[1]));
     parity("ge", &[a.clone(), b.clone()], 0.0, |v| v[0].ge(&v[1]));
-    parity("eq self", &[a.clone()], 0.0, |v| v[0].eq(&v[0].t()?.t()?));
+    parity("eq self", std::slice::from_ref(&a), 0.0, |v| v[0].eq(&v[0].t()?.t()?));
     parity("where", &[a.clone(), b.clone()], 0.0, |v| Tensor::where_cond(&v[0].gt(&v[1])?, &v[0], &v[1].exp()?));
     parity("masked where f64", &[a.to_dtype(DType::F64).unwrap(), b.to_dtype(DType::F64).unwrap()], 0.0, |v| {
         Tensor::where_cond(&v[0].le(&v[1])?, &v[0].t()?.t()?, &v[1])
@@ -165,28 +165,28 @@ fn comparisons_and_where() {
 fn reductions_over_axes() {
     for &n in &SIZES {
         let x = randn(&[n], n as u64);
-        parity(&format!("sum[{n}]"), &[x.clone()], 1e-6, |v| v[0].sum_all());
-        parity(&format!("max[{n}]"), &[x.clone()], 0.0, |v| v[0].max(&[0], false));
-        parity(&format!("argmin[{n}]"), &[x.clone()], 0.0, |v| v[0].argmin(0, false));
+        parity(&format!("sum[{n}]"), std::slice::from_ref(&x), 1e-6, |v| v[0].sum_all());
+        parity(&format!("max[{n}]"), std::slice::from_ref(&x), 0.0, |v| v[0].max(&[0], false));
+        parity(&format!("argmin[{n}]"), std::slice::from_ref(&x), 0.0, |v| v[0].argmin(0, false));
     }
     // Long rows (block per output) and short ones (thread per output), over any axes of views.
     let x = randn(&[5, 300, 7], 11);
     for axes in [vec![0isize], vec![1], vec![2], vec![0, 2], vec![1, 2], vec![0, 1, 2]] {
-        parity(&format!("sum {axes:?}"), &[x.clone()], 1e-5, |v| v[0].sum(&axes, false));
-        parity(&format!("mean {axes:?}"), &[x.clone()], 1e-5, |v| v[0].mean(&axes, true));
-        parity(&format!("min {axes:?}"), &[x.clone()], 0.0, |v| v[0].min(&axes, false));
-        parity(&format!("sum of permuted {axes:?}"), &[x.clone()], 1e-5, |v| {
+        parity(&format!("sum {axes:?}"), std::slice::from_ref(&x), 1e-5, |v| v[0].sum(&axes, false));
+        parity(&format!("mean {axes:?}"), std::slice::from_ref(&x), 1e-5, |v| v[0].mean(&axes, true));
+        parity(&format!("min {axes:?}"), std::slice::from_ref(&x), 0.0, |v| v[0].min(&axes, false));
+        parity(&format!("sum of permuted {axes:?}"), std::slice::from_ref(&x), 1e-5, |v| {
             v[0].permute(&[2, 0, 1])?.sum(&axes, false)
         });
     }
     for axis in [0isize, 1, 2] {
-        parity(&format!("argmax {axis}"), &[x.clone()], 0.0, |v| v[0].argmax(axis, false));
-        parity(&format!("var {axis}"), &[x.clone()], 1e-5, |v| v[0].var(&[axis], false, true));
+        parity(&format!("argmax {axis}"), std::slice::from_ref(&x), 0.0, |v| v[0].argmax(axis, false));
+        parity(&format!("var {axis}"), std::slice::from_ref(&x), 1e-5, |v| v[0].var(&[axis], false, true));
     }
     // Ties keep the first index; NaN wins.
     let t = Tensor::from_vec(vec![1.0f32, 3.0, 3.0, 2.0, f32::NAN, 5.0, 0.0, 0.0, -1.0], [3, 3], Device::Cpu).unwrap();
-    parity("argmax ties/nan", &[t.clone()], 0.0, |v| v[0].argmax(1, false));
-    parity("max ties/nan", &[t.clone()], 0.0, |v| v[0].max(&[0], false));
+    parity("argmax ties/nan", std::slice::from_ref(&t), 0.0, |v| v[0].argmax(1, false));
+    parity("max ties/nan", std::slice::from_ref(&t), 0.0, |v| v[0].max(&[0], false));
     parity("argmin over 300", &[randn(&[2, 300], 1).to_dtype(DType::F64).unwrap()], 0.0, |v| v[0].argmin(1, false));
     parity("sum f16", &[x.to_dtype(DType::F16).unwrap()], 1e-3, |v| v[0].sum(&[1], false));
 }
@@ -194,11 +194,11 @@ fn reductions_over_axes() {
 #[test]
 fn copies_cat_and_casts() {
     let x = randn(&[4, 33, 31], 9);
-    parity("contiguous of permute", &[x.clone()], 0.0, |v| v[0].permute(&[2, 0, 1])?.contiguous());
-    parity("cat of views", &[x.clone()], 0.0, |v| {
+    parity("contiguous of permute", std::slice::from_ref(&x), 0.0, |v| v[0].permute(&[2, 0, 1])?.contiguous());
+    parity("cat of views", std::slice::from_ref(&x), 0.0, |v| {
         Tensor::cat(&[&v[0].narrow(1, 0, 3)?, &v[0].narrow(1, 10, 20)?.contiguous()?, &v[0].narrow(1, 5, 1)?], 1)
     });
-    parity("stack", &[x.clone()], 0.0, |v| Tensor::stack(&[&v[0].t()?, &v[0].t()?.exp()?], 0));
+    parity("stack", std::slice::from_ref(&x), 0.0, |v| Tensor::stack(&[&v[0].t()?, &v[0].t()?.exp()?], 0));
     // Casts: every pair, on values that exercise rounding, saturation, NaN and infinities —
     // bit-identical to the CPU.
     let special = vec![
@@ -281,9 +281,11 @@ fn matmul_through_the_runtime_gemm() {
 fn softmax_along_every_axis() {
     let x = randn(&[3, 33, 31], 12);
     for axis in [0isize, 1, 2] {
-        parity(&format!("softmax {axis}"), &[x.clone()], 2e-6, |v| v[0].softmax(axis));
-        parity(&format!("log_softmax {axis}"), &[x.clone()], 4e-6, |v| v[0].log_softmax(axis));
-        parity(&format!("softmax of permute {axis}"), &[x.clone()], 2e-6, |v| v[0].permute(&[1, 2, 0])?.softmax(axis));
+        parity(&format!("softmax {axis}"), std::slice::from_ref(&x), 2e-6, |v| v[0].softmax(axis));
+        parity(&format!("log_softmax {axis}"), std::slice::from_ref(&x), 4e-6, |v| v[0].log_softmax(axis));
+        parity(&format!("softmax of permute {axis}"), std::slice::from_ref(&x), 2e-6, |v| {
+            v[0].permute(&[1, 2, 0])?.softmax(axis)
+        });
     }
     parity("softmax long rows", &[randn(&[2, 4097], 13)], 2e-6, |v| v[0].softmax(1));
     parity("log_softmax f64", &[x.to_dtype(DType::F64).unwrap()], 1e-12, |v| v[0].log_softmax(1));

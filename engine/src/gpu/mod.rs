@@ -28,7 +28,7 @@ pub struct DevicePtr(pub u64);
 
 impl DevicePtr {
     /// The address `bytes` further on.
-    pub fn add(self, bytes: usize) -> DevicePtr {
+    pub fn byte_add(self, bytes: usize) -> DevicePtr {
         DevicePtr(self.0 + bytes as u64)
     }
 }

@@ -18,7 +18,7 @@ impl Tensor {
                 expected: shape.numel(),
             });
         }
-        Ok(Tensor::from_storage(Storage::Cpu(T::into_storage(data)), shape).to_device(device)?)
+        Tensor::from_storage(Storage::Cpu(T::into_storage(data)), shape).to_device(device)
     }
 
     /// Like [`Tensor::from_vec`], copying from a slice.
