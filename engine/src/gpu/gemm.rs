@@ -165,7 +165,8 @@ mod tests {
                 let a: Vec<f64> = (0..sa * batch).map(|i| (i as f64 * 0.37).sin()).collect();
                 let b: Vec<f64> = (0..sb * batch).map(|i| (i as f64 * 0.71).cos()).collect();
                 // NaN in C must not leak through when beta = 0.
-                let c0: Vec<f64> = (0..sc * batch).map(|i| if i % 5 == 0 { f64::NAN } else { i as f64 }).collect();
+                let c0: Vec<f64> =
+                    (0..sc * batch).map(|i| if beta == 0.0 && i % 5 == 0 { f64::NAN } else { i as f64 }).collect();
                 let mut c = c0.clone();
                 let g = GemmArgs {
                     dtype: GemmDType::F64,
