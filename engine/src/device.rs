@@ -1,8 +1,8 @@
 //! Where a tensor's storage lives and its kernels run.
 //!
 //! `Cpu` is always available and is the numerical reference. `Cuda(i)` runs the hand-written
-//! kernels through cudarc and `Emu` runs the same kernel sources on the CPU emulator; both arrive
-//! with the GPU runtime and answer with a clear [`crate::Error::DeviceUnavailable`] until then.
+//! kernels through cudarc and `Emu` runs the same kernel sources on the CPU emulator; a GPU device
+//! that cannot be opened answers with a clear [`crate::Error::DeviceUnavailable`].
 
 /// A compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -14,16 +14,12 @@ pub enum Device {
 }
 
 impl Device {
-    /// Fails unless tensors can be created on this device in this build.
+    /// Fails unless tensors can be created on this device in this build. For a GPU device that
+    /// means its runtime opens; the error says why not (which library is missing, no GPU, …).
     pub fn check_available(self) -> crate::Result<()> {
         match self {
             Device::Cpu => Ok(()),
-            Device::Cuda(_) | Device::Emu => Err(crate::Error::DeviceUnavailable {
-                device: self,
-                reason: "this build has only the CPU backend; the CUDA runtime and the emulator \
-                         arrive with the GPU runtime (see docs/architecture.md)"
-                    .into(),
-            }),
+            Device::Cuda(_) | Device::Emu => crate::gpu::runtime(self).map(|_| ()),
         }
     }
 }

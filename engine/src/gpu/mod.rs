@@ -28,6 +28,8 @@ pub struct DevicePtr(pub u64);
 
 impl DevicePtr {
     /// The address `bytes` further on.
+    // A byte offset, not `DevicePtr + DevicePtr`: `std::ops::Add` would suggest the latter.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, bytes: usize) -> DevicePtr {
         DevicePtr(self.0 + bytes as u64)
     }
