@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # bitgrad's test command (the one the README shows, and the one CI runs through .ci/run).
 # Formatting, lints, every test of every crate (unit, integration, property, doc tests),
-# and the teaching example as a smoke run. No GPU and no Python are needed.
+# the kernel build check (NVRTC from PyPI, no GPU needed) and the teaching example as a smoke run.
+# No GPU is needed; python3 with pip installs the pinned NVRTC once into .cuda-ci/ (ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# NVRTC 13.0 for the kernel build check (engine/tests/nvrtc_build.rs), pinned: a newer NVRTC
+# emits PTX a CUDA 13.0 driver cannot load. See docs/cuda-toolchain.md.
+CUDA_CI="$PWD/.cuda-ci/py"
+if [ ! -e "$CUDA_CI/nvidia/cu13/lib/libnvrtc.so.13" ] || [ ! -e "$CUDA_CI/nvidia/cu13/include/cuda_fp16.h" ]; then
+    echo "== installing NVRTC 13.0 into .cuda-ci/py"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$CUDA_CI" \
+        nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.96
+fi
+export LD_LIBRARY_PATH="$CUDA_CI/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export NVRTC_INCLUDE="$CUDA_CI/nvidia/cu13/include"
+export REQUIRE_NVRTC=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,5 +1,6 @@
 //! A report of the machine bitgrad runs on: CPU, threads, SIMD level, and whether CUDA could be
-//! used. Never panics: a missing CUDA driver is a line in the report, not an error.
+//! used — and if not, exactly why. Never panics: a missing CUDA driver is a line in the report, not
+//! an error.
 
 /// The widest SIMD instruction set the CPU offers that the CPU kernels (through `gemm`) use.
 pub fn simd_level() -> &'static str {
@@ -45,6 +46,26 @@ pub fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
+/// The emulator's line: its `describe()` when it can be opened, else why not.
+pub fn emu_status() -> String {
+    match crate::gpu::runtime(crate::Device::Emu) {
+        Ok(rt) => format!("available ({})", rt.describe()),
+        Err(e) => format!("unavailable: {e}"),
+    }
+}
+
+/// NVRTC's version and include folder, or why kernels cannot be compiled here.
+pub fn nvrtc_status() -> String {
+    use crate::gpu::cuda::{libs, nvrtc};
+    match nvrtc::version() {
+        Ok((a, b)) => match libs::nvrtc_include_dir() {
+            Ok(dir) => format!("{} {a}.{b}, headers in {}", libs::Lib::Nvrtc.file(), dir.display()),
+            Err(why) => format!("{} {a}.{b}, but {why}", libs::Lib::Nvrtc.file()),
+        },
+        Err(e) => format!("not usable (needed only to compile CUDA kernels): {e}"),
+    }
+}
+
 /// The report printed by `bitgrad info`.
 pub fn machine_report() -> String {
     let mut s = String::new();
@@ -53,21 +74,8 @@ pub fn machine_report() -> String {
     s += &format!("cpu:          {}\n", cpu_model().unwrap_or_else(|| "unknown".into()));
     s += &format!("threads:      {threads} (of {cores} available; set RAYON_NUM_THREADS to change)\n");
     s += &format!("simd:         {}\n", simd_level());
-    let cuda = if cuda_driver_present() {
-        "driver library found (libcuda.so.1); the CUDA backend is not in this build yet".to_string()
-    } else {
-        "no CUDA driver found (libcuda.so.1 not loadable); put its folder on LD_LIBRARY_PATH on a GPU machine"
-            .to_string()
-    };
-    s += &format!("cuda:         {cuda}\n");
-    s += &format!(
-        "nvrtc:        {}\n",
-        if nvrtc_present() {
-            "libnvrtc.so.13 found"
-        } else {
-            "not found (needed only to compile CUDA kernels; see docs/architecture.md)"
-        }
-    );
-    s += "devices:      cpu (available), emu (not in this build yet), cuda (not in this build yet)\n";
+    s += &format!("emu:          {}\n", emu_status());
+    s += &format!("cuda:         {}\n", crate::gpu::cuda::status());
+    s += &format!("nvrtc:        {}\n", nvrtc_status());
     s
 }

@@ -8,6 +8,7 @@
 //! timed run includes allocating (and freeing) the result, as a tensor op must.
 
 mod elementwise;
+mod gpu;
 mod json;
 mod matmul;
 mod reference;
@@ -28,6 +29,8 @@ enum Bench {
     Matmul(matmul::Args),
     /// add, mul, relu on 64 MiB f32 tensors in GB/s, against memcpy and NumPy in the same run.
     Elementwise(elementwise::Args),
+    /// A GPU device: copy, add/relu, sum (GB/s) and f32 GEMM (TFLOP/s), against PyTorch on the same GPU.
+    Gpu(gpu::Args),
 }
 
 /// Options every benchmark takes (the method is described in `timing`).
@@ -66,6 +69,7 @@ pub fn run(args: BenchArgs) -> bitgrad::Result<()> {
     match args.what {
         Bench::Matmul(a) => matmul::run(a),
         Bench::Elementwise(a) => elementwise::run(a),
+        Bench::Gpu(a) => gpu::run(a),
     }
 }
 
