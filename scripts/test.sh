@@ -28,5 +28,12 @@ echo "== cargo test"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
+echo "== the engine on the CUDA emulator: property tests, and device parity under each mode alone"
+# (The default run above already had every emulator check on at once.)
+BITGRAD_TEST_DEVICE=emu cargo test --quiet -p bitgrad-engine --test props
+for mode in fast shuffle guard; do
+    BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-engine --test device_parity
+done
+
 echo "== example 01_autograd (smoke run)"
 cargo run --quiet --profile test --example 01_autograd

@@ -14,6 +14,9 @@
 
 #define BG_MAX_RANK 8
 
+// +∞ as a float (NVRTC has no math.h, so no INFINITY macro).
+#define BG_INF __int_as_float(0x7f800000)
+
 // A tensor view: element (i0, …, i{rank-1}) lives at offset + Σ i_d · strides[d] (in elements).
 // Strides are non-negative; 0 marks a broadcast axis.
 struct bg_layout {

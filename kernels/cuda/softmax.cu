@@ -19,7 +19,7 @@ __device__ void softmax_row(long long len, int log_out, const T* __restrict__ x,
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
 
     // Pass 1: the max, NaN winning.
-    A m = -INFINITY;
+    A m = A(-BG_INF);
     for (long long j = threadIdx.x; j < len; j += blockDim.x) {
         A v = bg_load(xr[j * xs]);
         if (v > m || v != v) m = v;
@@ -30,12 +30,12 @@ __device__ void softmax_row(long long len, int log_out, const T* __restrict__ x,
     }
     if (lane == 0) smax[warp] = m;
     __syncthreads();
-    m = lane < nwarps ? smax[lane] : A(-INFINITY);
+    m = lane < nwarps ? smax[lane] : A(-BG_INF);
     for (int s = 16; s > 0; s >>= 1) {
         A w = __shfl_xor_sync(0xffffffffu, m, s);
         if (w > m || w != w) m = w;
     }
-    if (m == A(INFINITY) || m == A(-INFINITY)) m = A(0);
+    if (m == A(BG_INF) || m == A(-BG_INF)) m = A(0);
 
     // Pass 2: Σ exp(x − m) in f64.
     double sum = 0.0;
