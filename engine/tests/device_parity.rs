@@ -87,6 +87,13 @@ fn unary_ops_on_odd_sizes_and_views() {
             parity(&format!("{name}[{n}]"), std::slice::from_ref(&x), 4e-6, |v| f(&v[0]));
         }
     }
+    // A contiguous view whose input is 16-byte aligned but whose (end-aligned, guarded) output
+    // is not: the float4 path must check both sides (a bug the guard mode caught).
+    let x = randn(&[2, 2, 3], 8);
+    parity("neg of narrow(0, 0, 1)", std::slice::from_ref(&x), 0.0, |v| v[0].narrow(0, 0, 1)?.neg());
+    parity("add of narrow(0, 0, 1)", std::slice::from_ref(&x), 0.0, |v| {
+        v[0].narrow(0, 0, 1)?.add(&v[0].narrow(0, 1, 1)?)
+    });
     // Non-contiguous: a transposed and a narrowed view, and one starting at an odd offset
     // (misaligned for the float4 path).
     let m = randn(&[33, 31], 7);

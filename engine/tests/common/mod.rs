@@ -290,7 +290,7 @@ pub fn gradcheck(args: &[Arg], opts: GradCheck, f: impl Fn(&[Tensor]) -> Result<
     device_check(args, &f)
 }
 
-/// The same function on the emulator, in f32, against the CPU in f32: the output and every
+/// The same function on the emulator (and CUDA when visible), in f32, against the CPU in f32: the output and every
 /// leaf's gradient (of a weighted sum of the output, so each output element counts differently).
 /// This runs every op's forward and backward kernels on `Emu` with the inputs of the gradient
 /// checks (views included). Functions that build extra tensors take their device from `v[0]`.
@@ -318,13 +318,30 @@ pub fn device_check(args: &[Arg], f: &impl Fn(&[Tensor]) -> Result<Tensor>) -> R
         Ok(out)
     };
     let want = run(CPU)?;
-    let got = run(Device::Emu)?;
-    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+    for device in gpu_devices() {
+        compare(&run(device)?, &want, device)?;
+    }
+    Ok(())
+}
+
+/// The emulator, and CUDA device 0 when it can be opened.
+pub fn gpu_devices() -> Vec<Device> {
+    let mut d = vec![Device::Emu];
+    if bitgrad_engine::gpu::runtime(Device::Cuda(0)).is_ok() {
+        d.push(Device::Cuda(0));
+    }
+    d
+}
+
+fn compare(got: &[Vec<f64>], want: &[Vec<f64>], device: Device) -> Result<()> {
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
         let scale = w.iter().fold(1.0f64, |m, x| m.max(x.abs()));
         for (i, (a, b)) in g.iter().zip(w).enumerate() {
             if (a - b).abs() > 2e-5 * scale && !(a.is_nan() && b.is_nan()) {
                 let what = if k == 0 { "output".to_string() } else { format!("gradient of input {}", k - 1) };
-                return Err(bitgrad_engine::Error::Msg(format!("emu vs cpu (f32): {what}[{i}]: emu {a}, cpu {b}")));
+                return Err(bitgrad_engine::Error::Msg(format!(
+                    "{device} vs cpu (f32): {what}[{i}]: {device} {a}, cpu {b}"
+                )));
             }
         }
     }

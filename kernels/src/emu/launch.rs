@@ -182,7 +182,13 @@ fn convert(kernel: &str, e: &EmuErr) -> EmuError {
                 thread,
                 addr,
                 write,
-                detail: "not inside any live guarded buffer's guard page".to_string(),
+                // x86 reports a misaligned 16-byte vector access (a float4 off a 16-byte
+                // boundary, which also faults on a GPU) as a fault at address 0.
+                detail: if addr == 0 {
+                    "a null pointer, or a misaligned vector (float4/double2) access".to_string()
+                } else {
+                    "not inside any live guarded buffer's guard page".to_string()
+                },
             },
         },
         ffi::ERR_STACK => EmuError::Fault { kernel, block, thread, addr, write, detail: e.message() },

@@ -60,7 +60,9 @@ pub fn unary(s: &GpuStorage, l: &Layout, op: UnaryOp) -> Result<GpuStorage> {
     let rt = s.runtime();
     let (code, p0, p1) = unary_code(op);
     let mut done = 0;
-    if vec4_ok(s, l) && n >= 4 {
+    // float4 loads and stores need 16-byte alignment on both sides (a misaligned one faults on a
+    // GPU, and on the emulator's end-aligned guarded buffers).
+    if vec4_ok(s, l) && out.ptr().0 % 16 == 0 && n >= 4 {
         let n4 = n / 4;
         let args =
             [(n4 as i64).into(), code.into(), p0.into(), p1.into(), s.ptr_at(l.offset()).into(), out.ptr().into()];
@@ -92,7 +94,7 @@ pub fn binary(a: &GpuStorage, la: &Layout, b: &GpuStorage, lb: &Layout, op: Bina
     let out = out_like(a, a.dtype(), n)?;
     let rt = a.runtime();
     let code = binary_code(op);
-    if vec4_ok(a, la) && vec4_ok(b, lb) && n % 4 == 0 {
+    if vec4_ok(a, la) && vec4_ok(b, lb) && out.ptr().0 % 16 == 0 && n % 4 == 0 {
         let args = [
             ((n / 4) as i64).into(),
             code.into(),

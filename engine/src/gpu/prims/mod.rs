@@ -112,16 +112,9 @@ impl LayoutArg {
     }
 }
 
-/// The kernel-name suffix of a dtype (`unary_f32`, `cast_f16_f32`, …).
+/// The kernel-name suffix of a dtype (`unary_f32`, `cast_f16_f32`, …): its usual name.
 pub fn dtype_suffix(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "f32",
-        DType::F64 => "f64",
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-        DType::I64 => "i64",
-        DType::U8 => "u8",
-    }
+    d.as_str()
 }
 
 /// The suffix of the kernels that only move bytes (`copy_b4`, `take_b2`, …).
