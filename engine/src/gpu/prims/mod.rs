@@ -128,7 +128,7 @@ pub fn bytes_suffix(d: DType) -> &'static str {
 }
 
 /// Fails unless `d` is a float type (the arithmetic kernels are instantiated for those).
-pub(crate) fn expect_float(op: &'static str, d: DType) -> Result<()> {
+pub fn expect_float(op: &'static str, d: DType) -> Result<()> {
     if d.is_float() {
         Ok(())
     } else {
@@ -137,7 +137,7 @@ pub(crate) fn expect_float(op: &'static str, d: DType) -> Result<()> {
 }
 
 /// A grid-stride launch over `n` elements; nothing is launched for `n = 0`.
-pub(crate) fn launch_n(rt: &Arc<dyn GpuRuntime>, kernel: &str, n: usize, args: &[KernelArg]) -> Result<()> {
+pub fn launch_n(rt: &Arc<dyn GpuRuntime>, kernel: &str, n: usize, args: &[KernelArg]) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
@@ -145,7 +145,7 @@ pub(crate) fn launch_n(rt: &Arc<dyn GpuRuntime>, kernel: &str, n: usize, args: &
 }
 
 /// Output storage on the same runtime as `like`.
-pub(crate) fn out_like(like: &GpuStorage, dtype: DType, n: usize) -> Result<GpuStorage> {
+pub fn out_like(like: &GpuStorage, dtype: DType, n: usize) -> Result<GpuStorage> {
     GpuStorage::alloc(like.runtime(), dtype, n)
 }
 
