@@ -38,6 +38,14 @@
 //! batch in a single `[O, C/G·kh·kw]` buffer. Benchmarks against PyTorch: `examples/bench_conv.rs`
 //! and the conv2d section of `docs/benchmarks.md`.
 //!
+//! # Implementation (GPU: Cuda and Emu)
+//!
+//! See `gpu.rs` and `kernels/cuda/conv2d.cu`: implicit-GEMM kernels (64×64 tiles, the column
+//! matrix gathered into shared memory slice by slice, never stored) for the forward, the input
+//! gradient and the weight gradient (its reduction over the batch split over blocks and summed
+//! in a fixed order when the result has few tiles); 1×1 stride-1 unpadded convolutions through
+//! the runtime's GEMM. Only `groups = 1` on GPU devices (an error otherwise).
+//!
 //! # Dtypes
 //!
 //! f32 and f64 run natively. f16 and bf16 are converted to f32 at the boundary (recorded casts,
@@ -46,10 +54,13 @@
 
 mod columns;
 mod cpu;
+mod gpu;
 mod matmul;
 mod params;
 mod workspace;
 
+#[cfg(test)]
+mod gpu_tests;
 #[cfg(test)]
 mod tests;
 
@@ -80,6 +91,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     let bias = bias.map(|b| b.contiguous()).transpose()?;
     let out = match x.dtype() {
+        _ if x.device().is_gpu() => gpu::forward(&x, &w, bias.as_ref(), &geom)?,
         DType::F32 => forward::<f32>(&x, &w, bias.as_ref(), &geom)?,
         _ => forward::<f64>(&x, &w, bias.as_ref(), &geom)?,
     };
@@ -160,6 +172,9 @@ impl BackwardOp for Conv2dBackward {
         let gy = gy.contiguous()?;
         let need =
             [inputs[0].requires_grad(), inputs[1].requires_grad(), inputs.get(2).is_some_and(|b| b.requires_grad())];
+        if gy.device().is_gpu() {
+            return gpu::backward(inputs, &gy, &self.geom, need);
+        }
         let grads = match gy.dtype() {
             DType::F32 => backward::<f32>(inputs, &gy, &self.geom, need)?,
             DType::F64 => backward::<f64>(inputs, &gy, &self.geom, need)?,
