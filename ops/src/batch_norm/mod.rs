@@ -28,8 +28,14 @@
 //! **Dtypes.** f32 and f64 run natively; f16/bf16 inputs (and γ, β) are converted to f32 at this
 //! boundary and the result back; running statistics must then be f32, as in mixed-precision
 //! PyTorch.
+//!
+//! **Devices.** On Cuda and Emu the forward (with the running-statistics update, in place on the
+//! device) and the backward run as `kernels/cuda/batch_norm.cu` (`gpu.rs`: one block per channel).
 
 mod cpu;
+mod gpu;
+#[cfg(test)]
+mod gpu_tests;
 #[cfg(test)]
 mod tests;
 
@@ -206,6 +212,9 @@ fn forward<T: FloatElem>(
     let x = x.contiguous()?;
     let gamma = gamma.map(|t| t.contiguous()).transpose()?;
     let beta = beta.map(|t| t.contiguous()).transpose()?;
+    if x.device().is_gpu() {
+        return gpu::forward(&x, d, gamma.as_ref(), beta.as_ref(), running, mode);
+    }
     // Per-channel μ and σ² (f64): the batch's in training, the running ones in eval.
     let (mean, var): (Vec<f64>, Vec<f64>) = if mode.training {
         let stats = x.with_cpu_slice(|xs| cpu::channel_stats::<T>(xs, d))?;
@@ -315,6 +324,9 @@ impl BackwardOp for BatchNormBackward {
     }
 
     fn backward(&self, inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        if inputs[0].device().is_gpu() {
+            return gpu::backward(self, inputs, g);
+        }
         match inputs[0].dtype() {
             DType::F32 => self.run::<f32>(inputs, g),
             DType::F64 => self.run::<f64>(inputs, g),

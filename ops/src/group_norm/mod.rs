@@ -30,8 +30,14 @@
 //! **Dtypes.** f32 and f64 run natively. f16/bf16 inputs are converted to f32 at this boundary
 //! (γ and β too), normalized in f32 and converted back, so the autograd graph gets the casts.
 //! γ and β must have the dtype of `x`.
+//!
+//! **Devices.** On Cuda and Emu the forward and backward run as `kernels/cuda/group_norm.cu`
+//! (`gpu.rs`: one block per (n, g) group, the same formulas and roundings); μ and r stay on the device.
 
 mod cpu;
+pub(crate) mod gpu;
+#[cfg(test)]
+pub(crate) mod gpu_tests;
 pub(crate) mod lanes;
 #[cfg(test)]
 mod tests;
@@ -125,6 +131,9 @@ fn forward<T: FloatElem>(
     let x = x.contiguous()?;
     let gamma = gamma.map(|t| t.contiguous()).transpose()?;
     let beta = beta.map(|t| t.contiguous()).transpose()?;
+    if x.device().is_gpu() {
+        return gpu::forward(&x, dims, gamma.as_ref(), beta.as_ref(), eps, act);
+    }
     let (gv, bv) =
         (gamma.as_ref().map(|t| t.to_vec::<T>()).transpose()?, beta.as_ref().map(|t| t.to_vec()).transpose()?);
     let relu = act == Activation::Relu;
@@ -187,6 +196,9 @@ impl BackwardOp for GroupNormBackward {
     }
 
     fn backward(&self, inputs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        if inputs[0].device().is_gpu() {
+            return gpu::backward(self, inputs, y, g);
+        }
         match inputs[0].dtype() {
             DType::F32 => self.run::<f32>(inputs, y, g),
             DType::F64 => self.run::<f64>(inputs, y, g),

@@ -27,8 +27,14 @@
 //!
 //! **Dtypes.** f32 and f64 run natively; f16/bf16 are converted to f32 at this boundary and the
 //! result back (the casts are recorded, so gradients flow).
+//!
+//! **Devices.** On Cuda and Emu the forward and backward run as `kernels/cuda/weight_std.cu`
+//! (`gpu.rs`: one block per output channel, the same formulas and roundings); r stays on the device.
 
 mod cpu;
+mod gpu;
+#[cfg(test)]
+mod gpu_tests;
 #[cfg(test)]
 mod tests;
 
@@ -66,6 +72,9 @@ pub fn weight_std(w: &Tensor, eps: f64) -> Result<Tensor> {
 
 fn forward<T: FloatElem>(w: &Tensor, eps: f64) -> Result<Tensor> {
     let w = w.contiguous()?;
+    if w.device().is_gpu() {
+        return gpu::forward(&w, eps);
+    }
     let rows = w.dims()[0];
     let (out, rstd) = w.with_cpu_slice(|ws| cpu::forward::<T>(ws, rows, eps))?;
     let op = WeightStdBackward { rstd: Tensor::from_vec(rstd, [rows], Device::Cpu)? };
@@ -80,6 +89,9 @@ struct WeightStdBackward {
 impl WeightStdBackward {
     fn run<T: FloatElem>(&self, what: &Tensor, g: &Tensor) -> Result<Tensor> {
         let (g, what) = (g.contiguous()?, what.contiguous()?);
+        if g.device().is_gpu() {
+            return gpu::backward(&g, &what, &self.rstd);
+        }
         let rstd = self.rstd.to_vec::<T>()?;
         let dw = g.with_cpu_slice(|gs| what.with_cpu_slice(|ws| cpu::backward(gs, ws, &rstd)))??;
         Tensor::from_vec(dw, g.shape(), Device::Cpu)

@@ -1,0 +1,68 @@
+//! weight_std on the emulated GPU (`Device::Emu`) against the CPU twin: ŵ and ∂w (through
+//! `.backward()` of a weighted sum) on BiT filters, O not a multiple of 32, rows longer than a
+//! block (2700 > 256 threads), one-element rows, rank 2, a permuted HWIO leaf, f64, and a
+//! constant filter (exactly zero on both).
+
+use super::*;
+use crate::group_norm::gpu_tests::{assert_close, backprop_weighted, grad_of, leaf, randn};
+
+fn run(dev: Device, w: &Tensor, store: Option<&[usize]>, eps: f64, seed: u64) -> [Vec<f64>; 2] {
+    let (wl, wv) = leaf(w, dev, store);
+    let y = weight_std(&wv, eps).unwrap();
+    assert_eq!((y.device(), y.dims()), (dev, w.dims()));
+    [backprop_weighted(&y, seed), grad_of(&wl)]
+}
+
+fn check(w: &Tensor, store: Option<&[usize]>, eps: f64) {
+    let seed = w.numel() as u64;
+    let (cpu, emu) = (run(Device::Cpu, w, store, eps, seed), run(Device::Emu, w, store, eps, seed));
+    let tol = if w.dtype() == DType::F64 { 1e-12 } else { 1e-5 };
+    for (name, (a, b)) in ["w_hat", "dw"].iter().zip(emu.iter().zip(&cpu)) {
+        assert_close(&format!("{:?} {} {name}", w.dims(), w.dtype()), a, b, tol);
+    }
+}
+
+#[test]
+fn filters_match_the_cpu() {
+    for (dims, eps) in [
+        (vec![40usize, 300, 3, 3], WS_EPS_BIT), // O = 40, rows of 2700 > block
+        (vec![64, 3, 7, 7], WS_EPS_TIMM),       // the stem
+        (vec![33, 1, 1, 1], WS_EPS_BIT),        // one-element rows: ŵ = 0, ∂w = 0
+        (vec![5, 7], WS_EPS_BIT),               // a linear weight
+    ] {
+        check(&randn(&dims, DType::F32, dims[0] as u64).mul_scalar(0.05).unwrap(), None, eps);
+    }
+    check(&randn(&[7, 5, 3, 3], DType::F64, 3), None, WS_EPS_BIT);
+}
+
+/// The leaf is HWIO (the checkpoint layout); the op sees the OIHW permutation.
+#[test]
+fn permuted_leaf_matches_the_cpu() {
+    check(&randn(&[48, 16, 3, 3], DType::F32, 9), Some(&[2, 3, 1, 0]), WS_EPS_BIT);
+}
+
+/// A constant filter standardizes to exactly zero on the device too, next to ordinary rows.
+#[test]
+fn constant_filter_is_exactly_zero() {
+    let mut v = randn(&[3, 4, 3, 3], DType::F32, 1).to_vec::<f32>().unwrap();
+    v[36..72].iter_mut().for_each(|x| *x = 0.1);
+    let w = Tensor::from_vec(v, [3, 4, 3, 3], Device::Cpu).unwrap();
+    check(&w, None, WS_EPS_BIT);
+    let y = weight_std(&w.to_device(Device::Emu).unwrap(), WS_EPS_BIT).unwrap().to_vec::<f32>().unwrap();
+    assert!(y[36..72].iter().all(|&x| x == 0.0));
+}
+
+#[test]
+fn half_types_and_empty_weights() {
+    let w = randn(&[4, 2, 3, 3], DType::F16, 2).to_device(Device::Emu).unwrap();
+    let y = weight_std(&w, WS_EPS_TIMM).unwrap();
+    assert_eq!((y.dtype(), y.device()), (DType::F16, Device::Emu));
+    let want = weight_std(&randn(&[4, 2, 3, 3], DType::F16, 2), WS_EPS_TIMM).unwrap();
+    assert_close("f16", &y.to_vec_f64().unwrap(), &want.to_vec_f64().unwrap(), 1e-3);
+    for dims in [[0usize, 3], [3, 0]] {
+        let w = Tensor::zeros(dims, DType::F32, Device::Emu).unwrap().requires_grad_(true);
+        let y = weight_std(&w, WS_EPS_BIT).unwrap();
+        y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(w.grad().unwrap().dims(), dims);
+    }
+}
