@@ -105,3 +105,42 @@ pub fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
 pub fn to_f32(t: &Tensor) -> Tensor {
     t.to_dtype(DType::F32).unwrap()
 }
+
+/// Emu against the CPU on the same f32 inputs: runs `f` on each device with the inputs as
+/// gradient-collecting leaves (input `k` presented through `perms[k]`, so non-contiguous when
+/// that permutes), backpropagates a weighted sum of the output (fixed random weights), and checks
+/// that the outputs and every input's gradient agree to `tol` (relative, see [`max_rel_diff`]).
+/// `inputs` are f64 CPU tensors in their logical shapes; they are rounded to f32 first.
+pub fn emu_parity(
+    what: &str,
+    inputs: &[Tensor],
+    perms: &[Permuted],
+    tol: f64,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) {
+    let run = |d: Device| -> (Vec<f64>, Vec<Vec<f64>>) {
+        let leaves: Vec<Tensor> = inputs
+            .iter()
+            .zip(perms)
+            .map(|(x, p)| p.leaf(&to_f32(x)).to_device(d).unwrap().requires_grad_(true))
+            .collect();
+        let views: Vec<Tensor> = leaves.iter().zip(perms).map(|(l, p)| p.view(l).unwrap()).collect();
+        let y = f(&views).unwrap_or_else(|e| panic!("{what} on {d:?}: {e}"));
+        let w = to_f32(&randn(y.dims(), 99)).to_device(d).unwrap();
+        y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let grads = leaves
+            .iter()
+            .zip(perms)
+            .map(|(l, p)| p.view(&l.grad().expect("a gradient")).unwrap().to_vec_f64().unwrap())
+            .collect();
+        (y.to_vec_f64().unwrap(), grads)
+    };
+    let (cy, cg) = run(CPU);
+    let (ey, eg) = run(Device::Emu);
+    let d = max_rel_diff(&ey, &cy);
+    assert!(d <= tol, "{what}: outputs differ by {d:e} (Emu vs CPU)");
+    for (k, (e, c)) in eg.iter().zip(&cg).enumerate() {
+        let d = max_rel_diff(e, c);
+        assert!(d <= tol, "{what}: gradient of input {k} differs by {d:e} (Emu vs CPU)");
+    }
+}

@@ -19,6 +19,9 @@
 //! Dtypes: f32/f64 kernels; f16/bf16 run in f32 and are rounded back; integers are an error.
 
 pub(crate) mod cpu;
+mod gpu;
+#[cfg(test)]
+mod gpu_tests;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +82,9 @@ fn apply(x: &Tensor, src: MaskSource) -> Result<Tensor> {
 
 /// `t · m / (1 − p)` as a fresh contiguous tensor, not recorded.
 fn masked<T: FloatElem>(t: &Tensor, src: MaskSource) -> Result<Tensor> {
+    if t.device().is_gpu() {
+        return gpu::masked(t, src);
+    }
     let v = t.contiguous()?.with_cpu_slice(|s: &[T]| cpu::apply_mask(s, src))?;
     Ok(Tensor::from_storage(Storage::Cpu(T::into_storage(v)), t.shape()))
 }

@@ -15,6 +15,9 @@
 //! f16/bf16 through an exact f32 round trip.
 
 pub(crate) mod cpu;
+mod gpu;
+#[cfg(test)]
+mod gpu_tests;
 #[cfg(test)]
 mod tests;
 
@@ -69,14 +72,15 @@ pub fn pad2d(x: &Tensor, pads: Pads, value: f64) -> Result<Tensor> {
     out_dims[r - 2] = geom.out_h();
     out_dims[r - 1] = geom.out_w();
     let out = match x.dtype() {
-        DType::F32 => pad_typed::<f32>(x, geom, value)?,
-        DType::F64 => pad_typed::<f64>(x, geom, value)?,
-        DType::I64 => pad_typed::<i64>(x, geom, value)?,
-        DType::U8 => pad_typed::<u8>(x, geom, value)?,
         // Exact: every f16/bf16 value is an f32, and the round trip back restores it.
         DType::F16 | DType::BF16 => return pad2d(&x.to_dtype(DType::F32)?, pads, value)?.to_dtype(x.dtype()),
+        _ if x.device().is_gpu() => Storage::Gpu(gpu::pad(x, geom, value)?),
+        DType::F32 => Storage::Cpu(pad_typed::<f32>(x, geom, value)?),
+        DType::F64 => Storage::Cpu(pad_typed::<f64>(x, geom, value)?),
+        DType::I64 => Storage::Cpu(pad_typed::<i64>(x, geom, value)?),
+        DType::U8 => Storage::Cpu(pad_typed::<u8>(x, geom, value)?),
     };
-    Ok(Tensor::from_storage(Storage::Cpu(out), out_dims).record(&[x], Pad2dBackward { geom }))
+    Ok(Tensor::from_storage(out, out_dims).record(&[x], Pad2dBackward { geom }))
 }
 
 fn pad_typed<T: CpuElement>(x: &Tensor, geom: PadGeom, value: f64) -> Result<CpuStorage> {
@@ -102,10 +106,11 @@ impl BackwardOp for Pad2dBackward {
     fn backward(&self, inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         // Gradients are f32 or f64 here: f16/bf16 inputs were padded in f32 (see `pad2d`).
         let out = match g.dtype() {
-            DType::F32 => crop_typed::<f32>(g, self.geom)?,
-            DType::F64 => crop_typed::<f64>(g, self.geom)?,
+            DType::F32 | DType::F64 if g.device().is_gpu() => Storage::Gpu(gpu::crop(g, self.geom)?),
+            DType::F32 => Storage::Cpu(crop_typed::<f32>(g, self.geom)?),
+            DType::F64 => Storage::Cpu(crop_typed::<f64>(g, self.geom)?),
             d => return Err(Error::UnsupportedDType { op: "pad2d backward", dtype: d }),
         };
-        Ok(vec![Some(Tensor::from_storage(Storage::Cpu(out), inputs[0].shape()))])
+        Ok(vec![Some(Tensor::from_storage(out, inputs[0].shape()))])
     }
 }

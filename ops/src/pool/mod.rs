@@ -26,8 +26,13 @@
 //! through the engine's cast); integer dtypes are an `UnsupportedDType` error.
 
 pub(crate) mod cpu;
+mod gpu;
+#[cfg(test)]
+mod gpu_tests;
 #[cfg(test)]
 mod tests;
+
+use gpu::Argmax;
 
 use bitgrad_engine::{BackwardOp, CpuElement, CpuStorage, DType, Error, FloatElem, Result, Storage, Tensor};
 
@@ -148,10 +153,15 @@ pub fn max_pool2d(x: &Tensor, kernel: [usize; 2], stride: [usize; 2], padding: [
     if geom.h * geom.w > u32::MAX as usize {
         return Err(Error::invalid(OP, format!("planes of {}×{} elements are too large", geom.h, geom.w)));
     }
-    let (out, argmax) = dispatch!(x, OP, |s: T| {
-        let (y, idx) = cpu::max_forward::<T>(s, &geom);
-        (Storage::Cpu(T::into_storage(y)), idx)
-    });
+    let (out, argmax) = if x.device().is_gpu() {
+        let (y, idx) = gpu::max_forward(x, &geom)?;
+        (Storage::Gpu(y), Argmax::Gpu(idx))
+    } else {
+        dispatch!(x, OP, |s: T| {
+            let (y, idx) = cpu::max_forward::<T>(s, &geom);
+            (Storage::Cpu(T::into_storage(y)), Argmax::Cpu(idx))
+        })
+    };
     Ok(Tensor::from_storage(out, geom.out_dims(x)).record(&[x], MaxPoolBackward { geom, argmax }))
 }
 
@@ -168,9 +178,14 @@ pub fn avg_pool2d(
     if let Route::ViaF32 = route(x, OP)? {
         return avg_pool2d(&x.to_dtype(DType::F32)?, kernel, stride, padding, count_include_pad)?.to_dtype(x.dtype());
     }
-    let out: CpuStorage = dispatch!(x, OP, |s: T| T::into_storage(cpu::avg_forward::<T>(s, &geom, count_include_pad)));
-    Ok(Tensor::from_storage(Storage::Cpu(out), geom.out_dims(x))
-        .record(&[x], AvgPoolBackward { geom, count_include_pad }))
+    let out = if x.device().is_gpu() {
+        Storage::Gpu(gpu::avg_forward(x, &geom, count_include_pad)?)
+    } else {
+        let out: CpuStorage =
+            dispatch!(x, OP, |s: T| T::into_storage(cpu::avg_forward::<T>(s, &geom, count_include_pad)));
+        Storage::Cpu(out)
+    };
+    Ok(Tensor::from_storage(out, geom.out_dims(x)).record(&[x], AvgPoolBackward { geom, count_include_pad }))
 }
 
 /// The mean over the last two axes: `[N, C, H, W] → [N, C]` (any rank ≥ 2; `H·W` must be > 0).
@@ -184,14 +199,20 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
         return global_avg_pool(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype());
     }
     let plane = x.dims()[r - 2] * x.dims()[r - 1];
-    let out: CpuStorage = dispatch!(x, OP, |s: T| T::into_storage(cpu::plane_means::<T>(s, plane)));
-    Ok(Tensor::from_storage(Storage::Cpu(out), &x.dims()[..r - 2]).record(&[x], GlobalAvgPoolBackward { plane }))
+    let out = if x.device().is_gpu() {
+        Storage::Gpu(gpu::plane_means(x, plane)?)
+    } else {
+        let out: CpuStorage = dispatch!(x, OP, |s: T| T::into_storage(cpu::plane_means::<T>(s, plane)));
+        Storage::Cpu(out)
+    };
+    Ok(Tensor::from_storage(out, &x.dims()[..r - 2]).record(&[x], GlobalAvgPoolBackward { plane }))
 }
 
 struct MaxPoolBackward {
     geom: PoolGeom,
-    /// Per output element, the position `i·W + j` of its maximum within its input plane.
-    argmax: Vec<u32>,
+    /// Per output element, the position `i·W + j` of its maximum within its input plane (on the
+    /// device the forward ran on).
+    argmax: Argmax,
 }
 
 impl BackwardOp for MaxPoolBackward {
@@ -199,8 +220,13 @@ impl BackwardOp for MaxPoolBackward {
         "max_pool2d"
     }
     fn backward(&self, inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        if g.device().is_gpu() {
+            let gx = gpu::max_backward(g, &self.geom, self.argmax.gpu()?)?;
+            return Ok(vec![Some(Tensor::from_storage(Storage::Gpu(gx), inputs[0].shape()))]);
+        }
+        let argmax = self.argmax.cpu()?;
         let gx = dispatch!(g, "max_pool2d backward", |s: T| wrap(
-            cpu::max_backward::<T>(s, &self.geom, &self.argmax),
+            cpu::max_backward::<T>(s, &self.geom, argmax),
             inputs[0].shape()
         ));
         Ok(vec![Some(gx)])
@@ -217,6 +243,10 @@ impl BackwardOp for AvgPoolBackward {
         "avg_pool2d"
     }
     fn backward(&self, inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        if g.device().is_gpu() {
+            let gx = gpu::avg_backward(g, &self.geom, self.count_include_pad)?;
+            return Ok(vec![Some(Tensor::from_storage(Storage::Gpu(gx), inputs[0].shape()))]);
+        }
         let gx = dispatch!(g, "avg_pool2d backward", |s: T| wrap(
             cpu::avg_backward::<T>(s, &self.geom, self.count_include_pad),
             inputs[0].shape()
@@ -234,6 +264,10 @@ impl BackwardOp for GlobalAvgPoolBackward {
         "global_avg_pool"
     }
     fn backward(&self, inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        if g.device().is_gpu() {
+            let gx = gpu::spread_means(g, self.plane)?;
+            return Ok(vec![Some(Tensor::from_storage(Storage::Gpu(gx), inputs[0].shape()))]);
+        }
         let gx = dispatch!(g, "global_avg_pool backward", |s: T| wrap(
             cpu::spread_means::<T>(s, self.plane),
             inputs[0].shape()

@@ -26,10 +26,13 @@
 //! to f32 and the loss is returned in f32, as PyTorch's autocast does for this op.
 
 pub(crate) mod cpu;
+mod gpu;
+#[cfg(test)]
+mod gpu_tests;
 #[cfg(test)]
 mod tests;
 
-use bitgrad_engine::{BackwardOp, DType, Error, FloatElem, Result, Storage, Tensor};
+use bitgrad_engine::{BackwardOp, DType, Error, FloatElem, GpuStorage, Result, Storage, Tensor};
 
 /// What each row of logits is compared with.
 #[derive(Debug, Clone, Copy)]
@@ -83,11 +86,21 @@ pub fn cross_entropy(logits: &Tensor, target: Target, label_smoothing: f64) -> R
     }
     let eps = label_smoothing;
     let logits_c = logits.contiguous()?.detach();
+    let gpu = logits.device().is_gpu();
     match target {
+        Target::Hard(labels) if gpu => {
+            // Validated on the host (as on the CPU: the same errors), then uploaded as i64.
+            let labels = check_labels(labels, n, k)?;
+            let dev = Tensor::from_vec(labels.iter().map(|&y| y as i64).collect(), [n], logits.device())?;
+            let (loss, lse) = gpu::forward(&logits_c, Some(&dev), None, eps)?;
+            let op =
+                XentBackward { logits: logits_c, target: None, labels, lse: Lse::Gpu { lse, labels: Some(dev) }, eps };
+            Ok(loss.record(&[logits], op))
+        }
         Target::Hard(labels) => {
             let labels = check_labels(labels, n, k)?;
             let (loss, lse) = forward(&logits_c, None, &labels, eps)?;
-            let op = XentBackward { logits: logits_c, target: None, labels, lse, eps };
+            let op = XentBackward { logits: logits_c, target: None, labels, lse: Lse::Cpu(lse), eps };
             Ok(scalar(loss, logits.dtype())?.record(&[logits], op))
         }
         Target::Soft(t) => {
@@ -97,10 +110,19 @@ pub fn cross_entropy(logits: &Tensor, target: Target, label_smoothing: f64) -> R
             if t.dtype() != logits.dtype() {
                 return Err(Error::DTypeMismatch { op: OP, lhs: logits.dtype(), rhs: t.dtype() });
             }
+            if t.device() != logits.device() {
+                return Err(Error::DeviceMismatch { op: OP, lhs: logits.device(), rhs: t.device() });
+            }
             let t_c = t.contiguous()?.detach();
-            let (loss, lse) = forward(&logits_c, Some(&t_c), &[], eps)?;
+            let (loss, lse) = if gpu {
+                let (loss, lse) = gpu::forward(&logits_c, None, Some(&t_c), eps)?;
+                (loss, Lse::Gpu { lse, labels: None })
+            } else {
+                let (loss, lse) = forward(&logits_c, Some(&t_c), &[], eps)?;
+                (scalar(loss, logits.dtype())?, Lse::Cpu(lse))
+            };
             let op = XentBackward { logits: logits_c, target: Some(t_c), labels: Vec::new(), lse, eps };
-            Ok(scalar(loss, logits.dtype())?.record(&[logits, t], op))
+            Ok(loss.record(&[logits, t], op))
         }
     }
 }
@@ -153,28 +175,35 @@ fn forward(logits: &Tensor, soft: Option<&Tensor>, labels: &[usize], eps: f64) -
     }
 }
 
+/// The per-row log-sum-exp saved by the forward: host values, or an f64 device array together
+/// with the device copy of the hard labels (`None` for soft targets).
+enum Lse {
+    Cpu(Vec<f64>),
+    Gpu { lse: GpuStorage, labels: Option<Tensor> },
+}
+
 struct XentBackward {
     /// The logits (contiguous) and, for soft targets, the target (contiguous).
     logits: Tensor,
     target: Option<Tensor>,
     /// Hard labels (empty for soft targets).
     labels: Vec<usize>,
-    /// Per-row log-sum-exp from the forward.
-    lse: Vec<f64>,
+    /// Per-row log-sum-exp from the forward, where the forward ran.
+    lse: Lse,
     eps: f64,
 }
 
 impl XentBackward {
-    fn grads<T: FloatElem>(&self, scale: f64, want_target: bool) -> Result<(Tensor, Option<Tensor>)> {
+    fn grads<T: FloatElem>(&self, lse: &[f64], scale: f64, want_target: bool) -> Result<(Tensor, Option<Tensor>)> {
         let k = self.logits.dims()[1];
         let shape = self.logits.shape();
         let wrap = |v: Vec<T>| Tensor::from_storage(Storage::Cpu(T::into_storage(v)), shape);
         self.logits.with_cpu_slice(|x: &[T]| -> Result<(Tensor, Option<Tensor>)> {
             match &self.target {
-                None => Ok((wrap(cpu::backward(x, k, &self.lse, Rows::Hard(&self.labels), self.eps, scale)), None)),
+                None => Ok((wrap(cpu::backward(x, k, lse, Rows::Hard(&self.labels), self.eps, scale)), None)),
                 Some(t) => t.with_cpu_slice(|t: &[T]| {
-                    let gx = wrap(cpu::backward(x, k, &self.lse, Rows::Soft(t), self.eps, scale));
-                    let gt = want_target.then(|| wrap(cpu::target_grad(x, k, &self.lse, self.eps, scale)));
+                    let gx = wrap(cpu::backward(x, k, lse, Rows::Soft(t), self.eps, scale));
+                    let gt = want_target.then(|| wrap(cpu::target_grad(x, k, lse, self.eps, scale)));
                     (gx, gt)
                 }),
             }
@@ -188,11 +217,18 @@ impl BackwardOp for XentBackward {
     }
 
     fn backward(&self, inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let scale = g.to_scalar()? / self.lse.len() as f64;
         let want_target = inputs.get(1).is_some_and(|t| t.requires_grad());
-        let (gx, gt) = match self.logits.dtype() {
-            DType::F32 => self.grads::<f32>(scale, want_target)?,
-            _ => self.grads::<f64>(scale, want_target)?,
+        let (gx, gt) = match &self.lse {
+            Lse::Gpu { lse, labels } => {
+                gpu::backward(g, &self.logits, labels.as_ref(), self.target.as_ref(), lse, self.eps, want_target)?
+            }
+            Lse::Cpu(lse) => {
+                let scale = g.to_scalar()? / lse.len() as f64;
+                match self.logits.dtype() {
+                    DType::F32 => self.grads::<f32>(lse, scale, want_target)?,
+                    _ => self.grads::<f64>(lse, scale, want_target)?,
+                }
+            }
         };
         Ok(if inputs.len() == 2 { vec![Some(gx), gt] } else { vec![Some(gx)] })
     }
