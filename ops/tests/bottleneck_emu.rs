@@ -18,10 +18,15 @@ use bitgrad_ops::weight_std::{weight_std, WS_EPS_BIT};
 /// Parameters in timm's order: norm1.{w,b}, conv1, norm2.{w,b}, conv2, norm3.{w,b}, conv3, downsample.
 fn params(cin: usize, mid: usize, cout: usize, rng: &mut Rng) -> Vec<Tensor> {
     let mut p = Vec::new();
-    let mut gn = |c: usize, rng: &mut Rng| {
-        [Tensor::randn([c], 1.0, 0.2, DType::F32, Device::Cpu, rng).unwrap(), Tensor::randn([c], 0.0, 0.2, DType::F32, Device::Cpu, rng).unwrap()]
+    let gn = |c: usize, rng: &mut Rng| {
+        [
+            Tensor::randn([c], 1.0, 0.2, DType::F32, Device::Cpu, rng).unwrap(),
+            Tensor::randn([c], 0.0, 0.2, DType::F32, Device::Cpu, rng).unwrap(),
+        ]
     };
-    let conv = |o: usize, i: usize, k: usize, rng: &mut Rng| Tensor::randn([o, i, k, k], 0.0, 1.0, DType::F32, Device::Cpu, rng).unwrap();
+    let conv = |o: usize, i: usize, k: usize, rng: &mut Rng| {
+        Tensor::randn([o, i, k, k], 0.0, 1.0, DType::F32, Device::Cpu, rng).unwrap()
+    };
     p.extend(gn(cin, rng));
     p.push(conv(mid, cin, 1, rng));
     p.extend(gn(mid, rng));
@@ -48,7 +53,12 @@ fn run(device: Device, x: &Tensor, p: &[Tensor], groups: usize) -> Vec<Vec<f64>>
     let x = x.to_device(device).unwrap().requires_grad_(true);
     let p: Vec<Tensor> = p.iter().map(|t| t.to_device(device).unwrap().requires_grad_(true)).collect();
     let y = unit(&x, &p, groups).unwrap();
-    let w = Tensor::arange(0.0, y.numel() as f64, 1.0, DType::F32, device).unwrap().affine(0.173, -2.0).unwrap().tanh().unwrap();
+    let w = Tensor::arange(0.0, y.numel() as f64, 1.0, DType::F32, device)
+        .unwrap()
+        .affine(0.173, -2.0)
+        .unwrap()
+        .tanh()
+        .unwrap();
     y.mul(&w.reshape(y.dims().to_vec()).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
     let mut out = vec![y.to_vec_f64().unwrap(), x.grad().unwrap().to_vec_f64().unwrap()];
     out.extend(p.iter().map(|t| t.grad().unwrap().to_vec_f64().unwrap()));
@@ -67,7 +77,10 @@ fn a_bit_bottleneck_unit_on_the_gpu_devices_equals_the_cpu() {
     if bitgrad_ops::engine::gpu::runtime(Device::Cuda(0)).is_ok() {
         devices.push(Device::Cuda(0));
     }
-    let names = ["output", "dx", "dgn1.w", "dgn1.b", "dconv1", "dgn2.w", "dgn2.b", "dconv2", "dgn3.w", "dgn3.b", "dconv3", "dproj"];
+    let names = [
+        "output", "dx", "dgn1.w", "dgn1.b", "dconv1", "dgn2.w", "dgn2.b", "dconv2", "dgn3.w", "dgn3.b", "dconv3",
+        "dproj",
+    ];
     for d in devices {
         let got = run(d, &x, &p, groups);
         for (k, (g, w)) in got.iter().zip(&want).enumerate() {
