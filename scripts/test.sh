@@ -28,11 +28,13 @@ echo "== cargo test"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
-echo "== the engine on the CUDA emulator: property tests, and device parity under each mode alone"
+echo "== the CUDA emulator: engine property tests, and device parity of every kernel under each mode alone"
 # (The default run above already had every emulator check on at once.)
 BITGRAD_TEST_DEVICE=emu cargo test --quiet -p bitgrad-engine --test props
 for mode in fast shuffle guard; do
     BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-engine --test device_parity
+    BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-ops --lib gpu_tests
+    BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-ops --test bottleneck_emu
 done
 
 echo "== example 01_autograd (smoke run)"
