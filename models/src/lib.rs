@@ -1,5 +1,10 @@
 //! bitgrad-models: the BiT ResNet-v2 family on bitgrad — nn building blocks, the models, weight
 //! I/O (timm safetensors, original .npz), the optimizer, the HyperRule schedule, data and the
-//! training loop. Populated by the models and fine-tuning issues.
+//! training loop.
+
+mod error;
+pub mod io;
 
 pub use bitgrad_ops as ops;
+pub use error::{Error, Result, ShapeProblem};
+pub use io::StateDict;
