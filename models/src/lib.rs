@@ -2,6 +2,7 @@
 //! I/O (timm safetensors, original .npz), the optimizer, the HyperRule schedule, data and the
 //! training loop.
 
+pub mod data;
 mod error;
 pub mod io;
 
