@@ -118,12 +118,17 @@ pub fn print_header(title: &str, common: &Common) {
 
 /// Starts the NumPy reference unless disabled, printing what it is or why it is skipped.
 pub fn start_reference(common: &Common) -> Option<Reference> {
+    start_reference_of(common, reference::Kind::Numpy)
+}
+
+/// Starts a reference of the given kind unless disabled, printing what it is or why it is skipped.
+pub fn start_reference_of(common: &Common, kind: reference::Kind) -> Option<Reference> {
     if common.no_reference {
         println!("reference: skipped (--no-reference)");
         return None;
     }
     let python = common.python.clone().or_else(|| std::env::var("BITGRAD_PYTHON").ok());
-    match Reference::start(python.as_deref().unwrap_or("python3")) {
+    match Reference::start(python.as_deref().unwrap_or("python3"), kind) {
         Ok(r) => {
             println!("reference: {}", r.describe());
             if !r.removed_vars().is_empty() {

@@ -12,7 +12,21 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use super::json::{self, Object, Value};
 use super::timing::Run;
 
-const SCRIPT: &str = include_str!("../../../scripts/bench_reference.py");
+/// Which reference script runs: NumPy for the kernel benchmarks, PyTorch/timm for the models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Numpy,
+    Torch,
+}
+
+impl Kind {
+    fn script(self) -> &'static str {
+        match self {
+            Kind::Numpy => include_str!("../../../scripts/bench_reference.py"),
+            Kind::Torch => include_str!("../../../scripts/bench_model_torch.py"),
+        }
+    }
+}
 
 /// Removed from the reference's environment: forced core types and cache sizes pick slower
 /// kernels or blockings than OpenBLAS's own detection on current builds.
@@ -25,13 +39,14 @@ pub struct Reference {
     stdout: BufReader<ChildStdout>,
     info: Object,
     removed: Vec<String>,
+    kind: Kind,
 }
 
 impl Reference {
     /// Starts the reference; `Err` says why it is skipped (no Python, no NumPy, bad output).
-    pub fn start(python: &str) -> Result<Reference, String> {
+    pub fn start(python: &str, kind: Kind) -> Result<Reference, String> {
         let mut cmd = Command::new(python);
-        cmd.arg("-c").arg(SCRIPT).arg("--serve").stdin(Stdio::piped()).stdout(Stdio::piped());
+        cmd.arg("-c").arg(kind.script()).arg("--serve").stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut removed = Vec::new();
         for var in REMOVED_VARS {
             if let Some(v) = std::env::var_os(var) {
@@ -42,11 +57,16 @@ impl Reference {
         let mut child = cmd.spawn().map_err(|e| format!("`{python}` could not be started ({e})"))?;
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut r = Reference { child, stdin, stdout, info: Object::new(), removed };
+        let mut r = Reference { child, stdin, stdout, info: Object::new(), removed, kind };
         r.info = r.read_line()?;
-        if r.info.get("numpy") != Some(&Value::Bool(true)) {
+        let ok = match kind {
+            Kind::Numpy => r.info.get("numpy"),
+            Kind::Torch => r.info.get("ok"),
+        };
+        if ok != Some(&Value::Bool(true)) {
             let why = r.text("error");
-            return Err(format!("numpy not found ({why})"));
+            let what = if kind == Kind::Numpy { "numpy" } else { "torch and timm" };
+            return Err(format!("{what} not found ({why})"));
         }
         Ok(r)
     }
@@ -70,6 +90,16 @@ impl Reference {
 
     /// One line on what the reference is: NumPy and BLAS versions, kernel, threads.
     pub fn describe(&self) -> String {
+        if self.kind == Kind::Torch {
+            return format!(
+                "torch {} + timm {} (Python {}), {} threads, oneDNN {}",
+                self.text("torch_version"),
+                self.text("timm_version"),
+                self.text("python"),
+                self.text("threads"),
+                if self.info.get("mkldnn") == Some(&Value::Bool(true)) { "on" } else { "off" }
+            );
+        }
         let mut s = format!("numpy {} (Python {})", self.text("numpy_version"), self.text("python"));
         if self.info.get("threadpoolctl") == Some(&Value::Bool(true)) {
             s += &format!(
@@ -90,14 +120,12 @@ impl Reference {
         &self.removed
     }
 
-    /// Times `op` with the given integer fields (`m`, `k`, `n`): `warmup` untimed runs, then
-    /// `reps` timed ones, each with how long the reference's threads waited for a CPU.
-    pub fn time(&mut self, op: &str, fields: &[(&str, usize)], warmup: usize, reps: usize) -> Result<Vec<Run>, String> {
-        let mut req = format!("{{\"op\": \"{op}\", \"warmup\": {warmup}, \"reps\": {reps}");
-        for (k, v) in fields {
-            req += &format!(", \"{k}\": {v}");
-        }
-        req += "}\n";
+    /// Times `op` with the given fields (JSON members, e.g. `"m": 64, "k": 576`): `warmup`
+    /// untimed runs, then `reps` timed ones, each with how long the reference's threads waited
+    /// for a CPU.
+    pub fn time(&mut self, op: &str, fields: &str, warmup: usize, reps: usize) -> Result<Vec<Run>, String> {
+        let sep = if fields.is_empty() { "" } else { ", " };
+        let req = format!("{{\"op\": \"{op}\", \"warmup\": {warmup}, \"reps\": {reps}{sep}{fields}}}\n");
         let stdin = self.stdin.as_mut().ok_or("the reference's input is closed")?;
         stdin
             .write_all(req.as_bytes())

@@ -53,12 +53,12 @@ pub fn consume<T>(result: T) {
     drop(std::hint::black_box(result));
 }
 
-/// One thing to time: bitgrad's run, and optionally the NumPy request timed alongside it
-/// (`op` and its integer fields, as `scripts/bench_reference.py` takes them).
+/// One thing to time: bitgrad's run, and optionally the reference's request timed alongside it
+/// (`op` and its fields rendered as JSON members, as the reference script takes them).
 pub struct Case<'a> {
     pub name: String,
     pub run: Box<dyn Fn() + 'a>,
-    pub numpy: Option<(&'static str, Vec<(&'static str, usize)>)>,
+    pub numpy: Option<(&'static str, String)>,
 }
 
 impl<'a> Case<'a> {
@@ -69,7 +69,13 @@ impl<'a> Case<'a> {
 
     /// Times NumPy's `op` with these integer fields alongside.
     pub fn with_numpy(self, op: &'static str, fields: &[(&'static str, usize)]) -> Self {
-        Case { numpy: Some((op, fields.to_vec())), ..self }
+        let json = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect::<Vec<_>>().join(", ");
+        self.with_reference(op, json)
+    }
+
+    /// Times the reference's `op` with these JSON members (e.g. `"model": "…", "batch": 8`).
+    pub fn with_reference(self, op: &'static str, json_fields: String) -> Self {
+        Case { numpy: Some((op, json_fields)), ..self }
     }
 }
 
