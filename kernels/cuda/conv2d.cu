@@ -19,8 +19,14 @@
 // out of shared memory. Accumulation is in f32 for f32 (f64 for f64), in a fixed order, and each
 // output element is written by exactly one thread: results are deterministic.
 //
-// Backward-weight may split K over blockIdx.z (each split writes its own [M, N] partial sum);
-// conv2d_sum_splits then adds the partials in split order — no atomics.
+// Dtypes: T is the storage type, A = bg_acc<T> the arithmetic type (f32 for f16/bf16). Operands
+// are converted to A as they are gathered into registers, so the shared-memory tiles and the
+// inner product are those of the f32 kernel (no conversion in the inner loop); each output is
+// rounded once to T. This matches the CPU, which computes half dtypes in f32 and rounds once.
+//
+// Backward-weight may split K over blockIdx.z (each split writes its own [M, N] partial sum, in
+// A so that half dtypes are not rounded twice); conv2d_sum_splits then adds the partials in split
+// order — no atomics — and rounds once to T.
 #include "common.cuh"
 
 // Mirrors the argument struct built in ops/src/conv2d/gpu.rs (16 × i64).
@@ -54,6 +60,7 @@ struct bg_conv {
 // n0 + ty + 16r. Everything that does not depend on k is decoded once, here.
 template <int MODE, typename T>
 struct conv_gather {
+    typedef typename bg_acc<T>::type A;
     const T* __restrict__ pa;
     const T* __restrict__ pb;
     int C, H, W, O, KW, KK, OH, OW, SH, SW, DH, DW, P, HW, M, N, K, kend;
@@ -97,14 +104,15 @@ CONV_UNROLL
         }
     }
 
-    // The slice starting at k0 into ra / rb (zeros outside the matrices and the image).
-    __device__ void load(int k0, T* ra, T* rb) const {
+    // The slice starting at k0 into ra / rb, converted to A (zeros outside the matrices and the
+    // image).
+    __device__ void load(int k0, A* ra, A* rb) const {
         const int ka = k0 + tx;
         if (MODE == CONV_FWD) {
 CONV_UNROLL
             for (int r = 0; r < 4; ++r) {
                 const int m = m0 + ty + 16 * r;
-                ra[r] = (m < M && ka < kend) ? pa[(long long)m * K + ka] : T(0);
+                ra[r] = (m < M && ka < kend) ? bg_load(pa[(long long)m * K + ka]) : A(0);
             }
 CONV_UNROLL
             for (int r = 0; r < 4; ++r) {
@@ -112,14 +120,14 @@ CONV_UNROLL
                 const int c = k / KK, rem = k - c * KK, i = rem / KW, j = rem - i * KW;
                 const int ih = anchor_h + i * DH, iw = anchor_w + j * DW;
                 const bool ok = n_fixed < N && k < kend && ih >= 0 && ih < H && iw >= 0 && iw < W;
-                rb[r] = ok ? pb[b_base + (long long)c * HW + ih * W + iw] : T(0);
+                rb[r] = ok ? bg_load(pb[b_base + (long long)c * HW + ih * W + iw]) : A(0);
             }
         } else if (MODE == CONV_BWD_DATA) {
             const int o = ka / KK, rem = ka - o * KK;
 CONV_UNROLL
             for (int r = 0; r < 4; ++r) {
                 const int m = m0 + ty + 16 * r;
-                ra[r] = (m < M && ka < kend) ? pa[((long long)o * C + m) * KK + rem] : T(0);
+                ra[r] = (m < M && ka < kend) ? bg_load(pa[((long long)o * C + m) * KK + rem]) : A(0);
             }
 CONV_UNROLL
             for (int r = 0; r < 4; ++r) {
@@ -131,33 +139,35 @@ CONV_UNROLL
                 const int oh = th / SH, ow = tw / SW;
                 const bool ok = n_fixed < N && k < kend && th >= 0 && tw >= 0 && oh * SH == th && ow * SW == tw &&
                                 oh < OH && ow < OW;
-                rb[r] = ok ? pb[b_base + (long long)o2 * P + oh * OW + ow] : T(0);
+                rb[r] = ok ? bg_load(pb[b_base + (long long)o2 * P + oh * OW + ow]) : A(0);
             }
         } else {
             const int bb = ka / P, p = ka - bb * P, oh = p / OW, ow = p - oh * OW;
 CONV_UNROLL
             for (int r = 0; r < 4; ++r) {
                 const int m = m0 + ty + 16 * r;
-                ra[r] = (m < M && ka < kend) ? pa[((long long)bb * O + m) * P + p] : T(0);
+                ra[r] = (m < M && ka < kend) ? bg_load(pa[((long long)bb * O + m) * P + p]) : A(0);
             }
 CONV_UNROLL
             for (int r = 0; r < 4; ++r) {
                 const int ih = oh * SH + bw_i[r], iw = ow * SW + bw_j[r];
                 const bool ok = bw_c[r] >= 0 && ka < kend && ih >= 0 && ih < H && iw >= 0 && iw < W;
-                rb[r] = ok ? pb[((long long)bb * C + bw_c[r]) * HW + ih * W + iw] : T(0);
+                rb[r] = ok ? bg_load(pb[((long long)bb * C + bw_c[r]) * HW + ih * W + iw]) : A(0);
             }
         }
     }
 };
 
-// C = A·B for one 64×64 tile and one K range (blockIdx.z), then the epilogue of MODE.
+// C = A·B for one 64×64 tile and one K range (blockIdx.z), then the epilogue of MODE: the tile
+// rounded to T into `out`, or, when `part` is not null (backward-weight split over K), this
+// split's partial sums in A into `part`.
 template <int MODE, typename T>
 __device__ void conv_gemm(const T* __restrict__ pa, const T* __restrict__ pb, const T* __restrict__ bias,
-                          T* __restrict__ out, const bg_conv& g) {
+                          T* __restrict__ out, typename bg_acc<T>::type* __restrict__ part, const bg_conv& g) {
     typedef typename bg_acc<T>::type A;
     // +1 column: a k-fast store (16 consecutive threads writing one column) hits 16 banks.
-    __shared__ T sa[CONV_BK][CONV_BM + 1];
-    __shared__ T sb[CONV_BK][CONV_BN + 1];
+    __shared__ A sa[CONV_BK][CONV_BM + 1];
+    __shared__ A sb[CONV_BK][CONV_BN + 1];
 
     const int kbeg = (int)(blockIdx.z * g.k_chunk);
     conv_gather<MODE, T> ga;
@@ -172,7 +182,7 @@ CONV_UNROLL
 CONV_UNROLL
         for (int b = 0; b < 4; ++b) acc[a][b] = A(0);
 
-    T ra[4], rb[4];
+    A ra[4], rb[4];
     if (kbeg < kend) ga.load(kbeg, ra, rb);
     for (int k0 = kbeg; k0 < kend; k0 += CONV_BK) {
 CONV_UNROLL
@@ -189,8 +199,8 @@ CONV_UNROLL
             A av[4], bv[4];
 CONV_UNROLL
             for (int r = 0; r < 4; ++r) {
-                av[r] = (A)sa[kk][ty + 16 * r];
-                bv[r] = (A)sb[kk][tx + 16 * r];
+                av[r] = sa[kk][ty + 16 * r];
+                bv[r] = sb[kk][tx + 16 * r];
             }
 CONV_UNROLL
             for (int a = 0; a < 4; ++a)
@@ -216,7 +226,7 @@ CONV_UNROLL
                 col = (long long)bb * ga.C * ga.HW + (n - bb * ga.HW);
                 row = ga.HW;
             } else {
-                col = (long long)blockIdx.z * M * N + n;
+                col = (part ? (long long)blockIdx.z * M * N : 0) + n;
                 row = N;
             }
 CONV_UNROLL
@@ -224,51 +234,63 @@ CONV_UNROLL
                 const int m = m0 + ty + 16 * a;
                 if (m < M) {
                     A v = acc[a][b];
-                    if (MODE == CONV_FWD && bias) v += (A)bias[m];
-                    out[col + (long long)m * row] = (T)v;
+                    if (MODE == CONV_FWD && bias) v += bg_load(bias[m]);
+                    if (MODE == CONV_BWD_WEIGHT && part) part[col + (long long)m * row] = v;
+                    else out[col + (long long)m * row] = bg_store<T>(v);
                 }
             }
         }
     }
 }
 
-// out[i] = Σ_z part[z·mn + i], in split order (the deterministic second half of split-K).
+// out[i] = Σ_z part[z·mn + i], in split order (the deterministic second half of split-K), rounded
+// once to T.
 template <typename T>
-__device__ void conv_sum_splits(const T* __restrict__ part, T* __restrict__ out, long long splits, long long mn) {
+__device__ void conv_sum_splits(const typename bg_acc<T>::type* __restrict__ part, T* __restrict__ out,
+                                long long splits, long long mn) {
     typedef typename bg_acc<T>::type A;
     BG_FOR_EACH(i, mn) {
         A s = A(0);
-        for (long long z = 0; z < splits; ++z) s += (A)part[z * mn + i];
-        out[i] = (T)s;
+        for (long long z = 0; z < splits; ++z) s += part[z * mn + i];
+        out[i] = bg_store<T>(s);
     }
 }
 
-// y[i] += bias[(i / p) % o] — the bias of the 1×1 convolutions that go through the GEMM.
+// y[i] += bias[(i / p) % o] — the bias of the 1×1 convolutions that go through the GEMM (f32 and
+// f64 only: the runtime's GEMM has no half dtypes, so half 1×1 convolutions run the tiled kernel).
 template <typename T>
 __device__ void conv_add_bias(T* __restrict__ y, const T* __restrict__ bias, long long n, long long o, long long p) {
-    BG_FOR_EACH(i, n) y[i] = (T)((typename bg_acc<T>::type)y[i] + (typename bg_acc<T>::type)bias[(i / p) % o]);
+    BG_FOR_EACH(i, n) y[i] = y[i] + bias[(i / p) % o];
 }
 
-// Grid: (⌈N/64⌉, ⌈M/64⌉, splits), 256 threads, no dynamic shared memory. `bias` may be null.
-#define BG_CONV_KERNELS(SUF, T)                                                                            \
+// Grid: (⌈N/64⌉, ⌈M/64⌉, splits), 256 threads, no dynamic shared memory. `bias` may be null;
+// `part` (backward-weight) is null unless splits > 1, and then holds splits·M·N values of A.
+#define BG_CONV_KERNELS(SUF, T, A)                                                                         \
     extern "C" __global__ void __launch_bounds__(CONV_THREADS)                                             \
         conv2d_fwd_##SUF(const T* x, const T* w, const T* bias, T* y, bg_conv g) {                          \
-        conv_gemm<CONV_FWD, T>(w, x, bias, y, g);                                                          \
+        conv_gemm<CONV_FWD, T>(w, x, bias, y, (A*)0, g);                                                   \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(CONV_THREADS)                                             \
         conv2d_bwd_data_##SUF(const T* dy, const T* w, T* dx, bg_conv g) {                                  \
-        conv_gemm<CONV_BWD_DATA, T>(w, dy, (const T*)0, dx, g);                                            \
+        conv_gemm<CONV_BWD_DATA, T>(w, dy, (const T*)0, dx, (A*)0, g);                                     \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(CONV_THREADS)                                             \
-        conv2d_bwd_weight_##SUF(const T* x, const T* dy, T* dw, bg_conv g) {                                \
-        conv_gemm<CONV_BWD_WEIGHT, T>(dy, x, (const T*)0, dw, g);                                          \
+        conv2d_bwd_weight_##SUF(const T* x, const T* dy, T* dw, A* part, bg_conv g) {                       \
+        conv_gemm<CONV_BWD_WEIGHT, T>(dy, x, (const T*)0, dw, part, g);                                    \
     }                                                                                                      \
-    extern "C" __global__ void conv2d_sum_splits_##SUF(const T* part, T* out, long long splits, long long mn) { \
+    extern "C" __global__ void conv2d_sum_splits_##SUF(const A* part, T* out, long long splits, long long mn) { \
         conv_sum_splits<T>(part, out, splits, mn);                                                         \
-    }                                                                                                      \
+    }
+
+// The bias kernel of the GEMM path, for the dtypes the runtime's GEMM has.
+#define BG_CONV_BIAS_KERNEL(SUF, T)                                                                        \
     extern "C" __global__ void conv2d_add_bias_##SUF(T* y, const T* bias, long long n, long long o, long long p) { \
         conv_add_bias<T>(y, bias, n, o, p);                                                                \
     }
 
-BG_CONV_KERNELS(f32, float)
-BG_CONV_KERNELS(f64, double)
+BG_CONV_KERNELS(f32, float, float)
+BG_CONV_KERNELS(f64, double, double)
+BG_CONV_KERNELS(f16, __half, float)
+BG_CONV_KERNELS(bf16, __nv_bfloat16, float)
+BG_CONV_BIAS_KERNEL(f32, float)
+BG_CONV_BIAS_KERNEL(f64, double)

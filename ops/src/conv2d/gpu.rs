@@ -1,7 +1,7 @@
 //! conv2d on a GPU device (Cuda or Emu): launch code for `kernels/cuda/conv2d.cu`.
 //!
-//! * 1×1 stride-1 unpadded convolutions are plain matrix products of each image, run by the
-//!   runtime's GEMM (cuBLAS semantics): `y[n] = W·x[n]` and `dx[n] = Wᵀ·dy[n]` as one
+//! * 1×1 stride-1 unpadded convolutions in f32/f64 are plain matrix products of each image, run
+//!   by the runtime's GEMM (cuBLAS semantics): `y[n] = W·x[n]` and `dx[n] = Wᵀ·dy[n]` as one
 //!   strided-batched call each (the weight's batch stride is 0), `dW = Σ_n dy[n]·x[n]ᵀ` as one
 //!   call per image accumulating with `beta = 1` (in image order: deterministic).
 //! * Everything else runs the implicit-GEMM kernels (`conv2d_fwd_*`, `conv2d_bwd_data_*`,
@@ -11,8 +11,14 @@
 //!   partial sums are added in split order by `conv2d_sum_splits_*` (no atomics).
 //! * The bias gradient is the engine's sum over (batch, h, w) on the device.
 //!
-//! Only `groups = 1` (f32 and f64; mod.rs converts f16/bf16 to f32 first). Inputs are the
-//! contiguous tensors the autograd node keeps (possibly at an offset into their storage).
+//! Only `groups = 1`; f32, f64, f16 and bf16. The half dtypes run natively (operands converted to
+//! f32 as they are gathered, f32 accumulation, one rounding per output, split-K partials in f32),
+//! 1×1 stride-1 convolutions included: the runtime's GEMM has only f32/f64, and running them
+//! through the tiled kernel beats converting x, W (and dy) to f32 buffers around a GEMM — that
+//! would add three to four extra passes over the activations and f32 copies twice their size,
+//! for a result that rounds the same way. (A tensor-core half GEMM is the later fast path.)
+//! Inputs are the contiguous tensors the autograd node keeps (possibly at an offset into their
+//! storage).
 
 use std::sync::Arc;
 
@@ -65,15 +71,29 @@ fn suffix(d: DType) -> Result<&'static str> {
     match d {
         DType::F32 => Ok("f32"),
         DType::F64 => Ok("f64"),
+        DType::F16 => Ok("f16"),
+        DType::BF16 => Ok("bf16"),
         dtype => Err(Error::UnsupportedDType { op: "conv2d (gpu)", dtype }),
     }
 }
 
-fn gemm_dtype(d: DType) -> GemmDType {
-    if d == DType::F32 {
-        GemmDType::F32
+/// The runtime GEMM's dtype for a convolution that can run as plain matrix products (1×1
+/// stride 1, unpadded, in f32 or f64); `None` sends it to the tiled kernels.
+fn gemm_dtype(g: &Geom, d: DType) -> Option<GemmDType> {
+    match d {
+        _ if !g.is_pointwise() => None,
+        DType::F32 => Some(GemmDType::F32),
+        DType::F64 => Some(GemmDType::F64),
+        _ => None,
+    }
+}
+
+/// The kernels' arithmetic type for storage dtype `d` (the dtype of split-K partial sums).
+fn acc_dtype(d: DType) -> DType {
+    if d == DType::F64 {
+        DType::F64
     } else {
-        GemmDType::F64
+        DType::F32
     }
 }
 
@@ -116,11 +136,11 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &Geom) -
         return Ok(Storage::Gpu(y));
     }
     let bias_ptr = bias.map(ptr).transpose()?;
-    if g.is_pointwise() {
+    if let Some(gemm_dtype) = gemm_dtype(g, dtype) {
         // Row-major y[n] = W·x[n] is column-major y[n]ᵀ[HW, O] = x[n]ᵀ[HW, C] · Wᵀ[C, O].
         let hw = g.hw();
         rt.gemm(&GemmArgs {
-            dtype: gemm_dtype(dtype),
+            dtype: gemm_dtype,
             op_a: Op::N,
             op_b: Op::N,
             m: hw,
@@ -179,12 +199,12 @@ fn input_grad(gy: &Tensor, w: &Tensor, g: &Geom) -> Result<GpuStorage> {
     if g.o == 0 {
         return GpuStorage::zeros(&rt, dtype, dx.len());
     }
-    if g.is_pointwise() {
+    if let Some(gemm_dtype) = gemm_dtype(g, dtype) {
         // dx[n] = Wᵀ·dy[n] is column-major dx[n]ᵀ[HW, C] = dy[n]ᵀ[HW, O] · W[O, C] (W stored
         // column-major as Wᵀ with ld C, hence Op::T).
         let hw = g.hw();
         rt.gemm(&GemmArgs {
-            dtype: gemm_dtype(dtype),
+            dtype: gemm_dtype,
             op_a: Op::N,
             op_b: Op::T,
             m: hw,
@@ -228,13 +248,13 @@ fn weight_grad(gy: &Tensor, x: &Tensor, g: &Geom) -> Result<GpuStorage> {
         return GpuStorage::zeros(&rt, dtype, m * n);
     }
     let dw = GpuStorage::alloc(&rt, dtype, m * n)?;
-    if g.is_pointwise() {
+    if let Some(gemm_dtype) = gemm_dtype(g, dtype) {
         // dWᵀ[C, O] = Σ_n x[n][C, HW] · dy[n]ᵀ[HW, O] (column-major), image after image.
         let (hw, es) = (g.hw(), dtype.size_in_bytes());
         let (x0, y0) = (ptr(x)?, ptr(gy)?);
         for b in 0..g.batch {
             rt.gemm(&GemmArgs {
-                dtype: gemm_dtype(dtype),
+                dtype: gemm_dtype,
                 op_a: Op::T,
                 op_b: Op::N,
                 m: g.c,
@@ -258,12 +278,13 @@ fn weight_grad(gy: &Tensor, x: &Tensor, g: &Geom) -> Result<GpuStorage> {
     }
     let (splits, chunk) = weight_grad_splits(m, n, k);
     let sfx = suffix(dtype)?;
-    let partial = if splits > 1 { Some(GpuStorage::alloc(&rt, dtype, splits * m * n)?) } else { None };
-    let target = partial.as_ref().map_or(dw.ptr(), |p| p.ptr());
-    let args = [ptr(x)?.into(), ptr(gy)?.into(), target.into(), conv_arg(g, chunk)];
+    // Split partial sums stay in the arithmetic type (f32 for f16/bf16: rounded once, at the end).
+    let partial = if splits > 1 { Some(GpuStorage::alloc(&rt, acc_dtype(dtype), splits * m * n)?) } else { None };
+    let part = partial.as_ref().map_or(DevicePtr(0), |p| p.ptr());
+    let args = [ptr(x)?.into(), ptr(gy)?.into(), dw.ptr().into(), part.into(), conv_arg(g, chunk)];
     rt.launch(&format!("conv2d_bwd_weight_{sfx}"), &tiles(m, n, splits), &args)?;
     if splits > 1 {
-        let args = [target.into(), dw.ptr().into(), (splits as i64).into(), ((m * n) as i64).into()];
+        let args = [part.into(), dw.ptr().into(), (splits as i64).into(), ((m * n) as i64).into()];
         launch_n(&rt, &format!("conv2d_sum_splits_{sfx}"), m * n, &args)?;
     }
     Ok(dw)

@@ -3,9 +3,11 @@
 //! shapes at small sizes (the 7×7/2 stem, 3×3 stride 1 and 2, 1×1 projections stride 1 — the GEMM
 //! path — and stride 2), channel counts that are not multiples of the 64-wide tile, H/W of 1, 3,
 //! 7 and 33, dilation, per-side padding, batch 1 and 3, permuted and narrowed (non-contiguous)
-//! inputs, a weight gradient whose reduction is split over blocks, f64 and f16; and the error
-//! for grouped convolutions.
+//! inputs, a weight gradient whose reduction is split over blocks, f64; f16 and bf16 (native
+//! kernels on Emu, f32 with one rounding on the CPU) on the same kinds of shapes, and a check that
+//! the half kernels themselves ran; and the error for grouped convolutions.
 
+use bitgrad_engine::gpu::emu::launch_count;
 use bitgrad_engine::{autograd, DType, Device, Rng, Tensor};
 
 use super::{conv2d, Conv2dParams};
@@ -146,12 +148,60 @@ fn non_contiguous_inputs_match_the_cpu() {
 }
 
 #[test]
-fn f64_and_f16_match_the_cpu() {
+fn f64_matches_the_cpu() {
     let dilated = case([3, 5, 7, 7], 7, 3, Conv2dParams::default().with_dilation(2).with_padding(2));
     check(&dilated, DType::F64, 1e-12);
     check(&case([3, 6, 4, 4], 6, 1, Conv2dParams::default()), DType::F64, 1e-12);
-    // f16 goes through f32 on both devices; the results are rounded once to f16.
-    check(&case([1, 4, 5, 5], 6, 3, Conv2dParams::new(1, 1)), DType::F16, 2e-3);
+}
+
+/// Half-precision cases: the stem, 3×3 stride 1 and 2, 1×1 stride 1 (the tiled kernel in half:
+/// the GEMM has no half dtypes) over two row tiles, dilation with per-side padding, 33×33, a
+/// split weight-gradient reduction, and a permuted input.
+fn half_cases() -> Vec<Case> {
+    vec![
+        case([1, 3, 17, 17], 16, 7, Conv2dParams::new(2, 3)),
+        Case { bias: false, ..case([3, 32, 7, 7], 32, 3, Conv2dParams::new(1, 1)) },
+        case([1, 24, 8, 8], 24, 3, Conv2dParams::default().with_stride(2).with_padding_sides(0, 1, 0, 1)),
+        case([3, 24, 3, 3], 70, 1, Conv2dParams::default()),
+        case([3, 5, 7, 7], 7, 3, Conv2dParams::default().with_dilation(2).with_padding_sides(0, 2, 1, 1)),
+        case([1, 2, 33, 33], 3, 3, Conv2dParams::default().with_stride(2).with_padding_sides(1, 1, 0, 2)),
+        case([3, 4, 16, 16], 8, 3, Conv2dParams::new(1, 1)),
+        Case { view: View::Permuted, ..case([3, 6, 5, 5], 5, 3, Conv2dParams::new(1, 1)) },
+    ]
+}
+
+// The two devices differ by at most one rounding of the half dtype (their f32 sums differ only
+// in order): one ulp is at most 2⁻¹⁰ (f16) or 2⁻⁷ (bf16) of the largest result; allow two.
+
+#[test]
+fn f16_matches_the_cpu() {
+    for c in &half_cases() {
+        check(c, DType::F16, 2e-3);
+    }
+}
+
+#[test]
+fn bf16_matches_the_cpu() {
+    for c in &half_cases() {
+        check(c, DType::BF16, 1.6e-2);
+    }
+}
+
+/// On a GPU device a half input reaches the half kernels (no f32 round trip), 1×1 stride-1
+/// convolutions included, and every result stays in the half dtype.
+#[test]
+fn half_inputs_run_the_half_kernels() {
+    for (dtype, sfx) in [(DType::F16, "f16"), (DType::BF16, "bf16")] {
+        for k in [3, 1] {
+            let names = ["fwd", "bwd_data", "bwd_weight"].map(|v| format!("conv2d_{v}_{sfx}"));
+            let before = names.each_ref().map(|n| launch_count(n));
+            // `run` checks that y and every gradient are `dtype` on Emu.
+            run(&case([1, 4, 5, 5], 6, k, Conv2dParams::default()), Device::Emu, dtype, 3);
+            for (n, b) in names.iter().zip(before) {
+                assert!(launch_count(n) > b, "{n} was not launched for a {k}×{k} convolution in {dtype:?}");
+            }
+        }
+    }
 }
 
 #[test]

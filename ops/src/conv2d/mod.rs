@@ -44,13 +44,16 @@
 //! matrix gathered into shared memory slice by slice, never stored) for the forward, the input
 //! gradient and the weight gradient (its reduction over the batch split over blocks and summed
 //! in a fixed order when the result has few tiles); 1×1 stride-1 unpadded convolutions through
-//! the runtime's GEMM. Only `groups = 1` on GPU devices (an error otherwise).
+//! the runtime's GEMM (f32/f64; the half dtypes run those through the tiled kernels too). Only
+//! `groups = 1` on GPU devices (an error otherwise).
 //!
 //! # Dtypes
 //!
-//! f32 and f64 run natively. f16 and bf16 are converted to f32 at the boundary (recorded casts,
-//! so gradients flow back in the input dtype) and the output is rounded once to the input dtype.
-//! Integer dtypes are an error.
+//! f32 and f64 run natively. On the CPU, f16 and bf16 are converted to f32 at the boundary
+//! (recorded casts, so gradients flow back in the input dtype) and the output is rounded once to
+//! the input dtype. On GPU devices they run natively: the kernels load half operands, accumulate
+//! in f32 and round each output (y, dx, dW) once, so the two devices agree to within one rounding
+//! of the half dtype (the f32 sums differ only in their order). Integer dtypes are an error.
 
 mod columns;
 mod cpu;
@@ -79,6 +82,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -
     let geom = check(x, w, bias, p)?;
     match x.dtype() {
         DType::F32 | DType::F64 => {}
+        // GPU devices have native half kernels (f32 accumulation, one rounding, as below).
+        DType::F16 | DType::BF16 if x.device().is_gpu() => {}
         DType::F16 | DType::BF16 => {
             let up = |t: &Tensor| t.to_dtype(DType::F32);
             let b32 = bias.map(up).transpose()?;

@@ -5,6 +5,10 @@
 //! in shared memory). Backward: one block per group computes the per-channel sums and writes dx
 //! in a second pass over the group; the per-(n, c) partials of dgamma/dbeta go to f64 buffers
 //! that a small kernel reduces over n in order. μ and r stay on the device.
+//!
+//! f16/bf16 run natively: x, γ, β, y and the gradients in the half dtype, the arithmetic in f32
+//! exactly as the f32 kernels (and as the CPU op, which converts half inputs to f32), each output
+//! rounded once; μ and r are saved in f32 ([`stats_dtype`]).
 
 use std::sync::Arc;
 
@@ -99,7 +103,18 @@ fn check_shared(bytes: usize, d: Dims) -> Result<()> {
     Ok(())
 }
 
-/// Forward of a contiguous f32/f64 input on the device, recorded for autograd.
+/// The dtype of the kernels' arithmetic, of the saved μ and r, and of the per-channel scale,
+/// shift and coefficients in shared memory: f64 for f64, f32 otherwise.
+pub(crate) fn stats_dtype(dt: DType) -> DType {
+    if dt == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// Forward of a contiguous float input on the device (γ and β, when present, contiguous and of
+/// x's dtype), recorded for autograd.
 pub(super) fn forward(
     x: &Tensor,
     d: Dims,
@@ -111,13 +126,14 @@ pub(super) fn forward(
     let (dt, cg) = (x.dtype(), d.c / d.groups);
     let m = cg * d.s;
     check_u32("group_norm", "channels per group × spatial size", m)?;
-    let shared = 2 * cg * dt.size_in_bytes();
+    let st = stats_dtype(dt);
+    let shared = 2 * cg * st.size_in_bytes();
     check_shared(shared, d)?;
     let stats = [d.n, d.groups];
     let (y, y_ptr) = new_tensor(x, dt, x.dims())?;
     // No elements (m = 0): the CPU's statistics are zeros; otherwise every group writes its own.
     let alloc = if m == 0 { zeros_tensor } else { new_tensor };
-    let ((mean, mean_ptr), (rstd, rstd_ptr)) = (alloc(x, dt, &stats)?, alloc(x, dt, &stats)?);
+    let ((mean, mean_ptr), (rstd, rstd_ptr)) = (alloc(x, st, &stats)?, alloc(x, st, &stats)?);
     if m > 0 {
         let args = [
             (m as i64).into(),
@@ -161,7 +177,7 @@ pub(super) fn backward(
     let alloc = if m == 0 { zeros_tensor } else { new_tensor };
     let ((_part_g, pg), (_part_gx, pgx)) = (alloc(x, DType::F64, &[d.n, d.c])?, alloc(x, DType::F64, &[d.n, d.c])?);
     if m > 0 {
-        let shared = cg * (16 + dt.size_in_bytes());
+        let shared = cg * (16 + stats_dtype(dt).size_in_bytes());
         check_shared(shared, d)?;
         let args = [
             (m as i64).into(),

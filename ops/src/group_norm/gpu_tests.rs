@@ -1,10 +1,12 @@
 //! group_norm on the emulated GPU (`Device::Emu`) against the CPU twin: forward, dx, dgamma and
 //! dbeta (through `.backward()` of a weighted sum) on BiT shapes at small spatial sizes and odd
 //! ones (H/W of 1, 3, 7; 1 and 3 channels per group; batch 1 and 3), a channels-last input seen
-//! through a permutation, ReLU fused or not, with and without the affine, f64 and bf16.
+//! through a permutation, ReLU fused or not, with and without the affine, f64, f16 and bf16
+//! (native kernels on Emu, f32 with one rounding on the CPU; and that the half kernels ran).
 //! Also the test helpers of the weight_std and batch_norm GPU tests.
 
 use super::*;
+use bitgrad_engine::gpu::emu::launch_count;
 use bitgrad_engine::Rng;
 
 /// Random normal values of `dtype` on the CPU.
@@ -54,6 +56,18 @@ pub(crate) fn assert_close(what: &str, a: &[f64], b: &[f64], tol: f64) {
     }
 }
 
+/// The tolerance of [`assert_close`] for results of `dtype`. The half dtypes compute in f32 on
+/// both devices and round once, so they differ by at most one rounding: an ulp is at most 2⁻¹⁰
+/// (f16) or 2⁻⁷ (bf16) relative; allow two.
+pub(crate) fn tol_for(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => 1e-12,
+        DType::F16 => 2e-3,
+        DType::BF16 => 1.6e-2,
+        _ => 1e-5,
+    }
+}
+
 /// One case: forward values and every gradient, on `dev`.
 #[allow(clippy::too_many_arguments)]
 fn run(
@@ -82,11 +96,7 @@ fn check(dims: &[usize], groups: usize, store: Option<&[usize]>, affine: (bool, 
     let x = randn(dims, dtype, seed).mul_scalar(1.5).unwrap().add_scalar(0.3).unwrap();
     let cpu = run(Device::Cpu, &x, store, groups, affine, act, seed);
     let emu = run(Device::Emu, &x, store, groups, affine, act, seed);
-    let tol = match dtype {
-        DType::F64 => 1e-12,
-        DType::F32 => 1e-5,
-        _ => 1e-2,
-    };
+    let tol = tol_for(dtype);
     for ((name, a), (_, b)) in emu.iter().zip(&cpu) {
         assert_close(&format!("{dims:?} G={groups} {act:?} {affine:?} {dtype} {name}"), a, b, tol);
     }
@@ -122,9 +132,26 @@ fn non_contiguous_input_and_optional_affine() {
 }
 
 #[test]
-fn f64_and_bf16_match_the_cpu() {
+fn f64_matches_the_cpu() {
     check(&[3, 64, 3, 3], 32, None, BOTH, Activation::Relu, DType::F64);
-    check(&[1, 32, 3, 3], 8, None, BOTH, Activation::None, DType::BF16);
+}
+
+/// f16 and bf16 on BiT and odd shapes, a permuted input, without the affine; the half kernels
+/// themselves ran (no f32 round trip on the device).
+#[test]
+fn half_types_match_the_cpu_natively() {
+    for (dtype, sfx) in [(DType::F16, "f16"), (DType::BF16, "bf16")] {
+        let names = ["gn_forward", "gn_backward", "gn_param_grads"].map(|k| format!("{k}_{sfx}"));
+        let before = names.each_ref().map(|n| launch_count(n));
+        check(&[3, 64, 3, 3], 32, None, BOTH, Activation::Relu, dtype);
+        check(&[3, 96, 1, 7], 32, None, BOTH, Activation::None, dtype);
+        check(&[1, 8, 300], 2, None, BOTH, Activation::Relu, dtype);
+        check(&[3, 64, 3, 3], 32, Some(&[0, 2, 3, 1]), (true, false), Activation::Relu, dtype);
+        check(&[3, 32, 1, 1], 8, None, (false, false), Activation::None, dtype);
+        for (n, b) in names.iter().zip(before) {
+            assert!(launch_count(n) > b, "{n} was not launched");
+        }
+    }
 }
 
 /// Saved statistics stay on the device, and an input that does not require a gradient gets none.

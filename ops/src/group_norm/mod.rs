@@ -27,9 +27,10 @@
 //! `cpu.rs` for how the passes are arranged, and `lanes.rs` for the vectorized sums they share
 //! with weight_std and batch_norm.
 //!
-//! **Dtypes.** f32 and f64 run natively. f16/bf16 inputs are converted to f32 at this boundary
-//! (γ and β too), normalized in f32 and converted back, so the autograd graph gets the casts.
-//! γ and β must have the dtype of `x`.
+//! **Dtypes.** f32 and f64 run natively. On the CPU, f16/bf16 inputs are converted to f32 at this
+//! boundary (γ and β too), normalized in f32 and converted back, so the autograd graph gets the
+//! casts. On GPU devices they run natively with the same f32 arithmetic (f32 statistics saved),
+//! each output rounded once to the half dtype. γ and β must have the dtype of `x`.
 //!
 //! **Devices.** On Cuda and Emu the forward and backward run as `kernels/cuda/group_norm.cu`
 //! (`gpu.rs`: one block per (n, g) group, the same formulas and roundings); μ and r stay on the device.
@@ -72,6 +73,13 @@ pub fn group_norm(
     act: Activation,
 ) -> Result<Tensor> {
     let dims = check(x, groups, gamma, beta, eps)?;
+    if x.device().is_gpu() {
+        // Every float dtype runs natively (the half ones with f32 arithmetic, as below).
+        let x = x.contiguous()?;
+        let gamma = gamma.map(|t| t.contiguous()).transpose()?;
+        let beta = beta.map(|t| t.contiguous()).transpose()?;
+        return gpu::forward(&x, dims, gamma.as_ref(), beta.as_ref(), eps, act);
+    }
     match x.dtype() {
         DType::F32 => forward::<f32>(x, dims, gamma, beta, eps, act),
         DType::F64 => forward::<f64>(x, dims, gamma, beta, eps, act),
@@ -131,9 +139,6 @@ fn forward<T: FloatElem>(
     let x = x.contiguous()?;
     let gamma = gamma.map(|t| t.contiguous()).transpose()?;
     let beta = beta.map(|t| t.contiguous()).transpose()?;
-    if x.device().is_gpu() {
-        return gpu::forward(&x, dims, gamma.as_ref(), beta.as_ref(), eps, act);
-    }
     let (gv, bv) =
         (gamma.as_ref().map(|t| t.to_vec::<T>()).transpose()?, beta.as_ref().map(|t| t.to_vec()).transpose()?);
     let relu = act == Activation::Relu;

@@ -1,10 +1,12 @@
 //! weight_std on the emulated GPU (`Device::Emu`) against the CPU twin: ŵ and ∂w (through
 //! `.backward()` of a weighted sum) on BiT filters, O not a multiple of 32, rows longer than a
-//! block (2700 > 256 threads), one-element rows, rank 2, a permuted HWIO leaf, f64, and a
-//! constant filter (exactly zero on both).
+//! block (2700 > 256 threads), one-element rows, rank 2, a permuted HWIO leaf, f64, f16 and bf16
+//! (native kernels on Emu, f32 with one rounding on the CPU; and that the half kernels ran), and
+//! a constant filter (exactly zero on both).
 
 use super::*;
-use crate::group_norm::gpu_tests::{assert_close, backprop_weighted, grad_of, leaf, randn};
+use crate::group_norm::gpu_tests::{assert_close, backprop_weighted, grad_of, leaf, randn, tol_for};
+use bitgrad_engine::gpu::emu::launch_count;
 
 fn run(dev: Device, w: &Tensor, store: Option<&[usize]>, eps: f64, seed: u64) -> [Vec<f64>; 2] {
     let (wl, wv) = leaf(w, dev, store);
@@ -16,7 +18,7 @@ fn run(dev: Device, w: &Tensor, store: Option<&[usize]>, eps: f64, seed: u64) ->
 fn check(w: &Tensor, store: Option<&[usize]>, eps: f64) {
     let seed = w.numel() as u64;
     let (cpu, emu) = (run(Device::Cpu, w, store, eps, seed), run(Device::Emu, w, store, eps, seed));
-    let tol = if w.dtype() == DType::F64 { 1e-12 } else { 1e-5 };
+    let tol = tol_for(w.dtype());
     for (name, (a, b)) in ["w_hat", "dw"].iter().zip(emu.iter().zip(&cpu)) {
         assert_close(&format!("{:?} {} {name}", w.dims(), w.dtype()), a, b, tol);
     }
@@ -52,13 +54,25 @@ fn constant_filter_is_exactly_zero() {
     assert!(y[36..72].iter().all(|&x| x == 0.0));
 }
 
+/// f16 and bf16 filters (a long row, the stem, one-element rows, a permuted leaf) against the
+/// CPU, and the half kernels themselves ran (no f32 round trip on the device).
 #[test]
-fn half_types_and_empty_weights() {
-    let w = randn(&[4, 2, 3, 3], DType::F16, 2).to_device(Device::Emu).unwrap();
-    let y = weight_std(&w, WS_EPS_TIMM).unwrap();
-    assert_eq!((y.dtype(), y.device()), (DType::F16, Device::Emu));
-    let want = weight_std(&randn(&[4, 2, 3, 3], DType::F16, 2), WS_EPS_TIMM).unwrap();
-    assert_close("f16", &y.to_vec_f64().unwrap(), &want.to_vec_f64().unwrap(), 1e-3);
+fn half_filters_match_the_cpu_natively() {
+    for (dtype, sfx) in [(DType::F16, "f16"), (DType::BF16, "bf16")] {
+        let names = [format!("ws_forward_{sfx}"), format!("ws_backward_{sfx}")];
+        let before = names.each_ref().map(|n| launch_count(n));
+        for dims in [vec![40usize, 300, 3, 3], vec![64, 3, 7, 7], vec![33, 1, 1, 1]] {
+            check(&randn(&dims, dtype, dims[0] as u64).mul_scalar(0.05).unwrap(), None, WS_EPS_TIMM);
+        }
+        check(&randn(&[48, 16, 3, 3], dtype, 9), Some(&[2, 3, 1, 0]), WS_EPS_BIT);
+        for (n, b) in names.iter().zip(before) {
+            assert!(launch_count(n) > b, "{n} was not launched");
+        }
+    }
+}
+
+#[test]
+fn empty_weights() {
     for dims in [[0usize, 3], [3, 0]] {
         let w = Tensor::zeros(dims, DType::F32, Device::Emu).unwrap().requires_grad_(true);
         let y = weight_std(&w, WS_EPS_BIT).unwrap();

@@ -19,14 +19,17 @@
 //! ∂L/∂w_o = r_o·(g_o − mean(g_o) − ŵ_o·mean(g_o·ŵ_o))
 //! ```
 //!
-//! The forward saves r per row; ŵ is the op's output, which backward receives. Forward and
-//! backward are each one task per row: a row is read, reduced and written while it is in cache.
+//! The forward saves r per row; ŵ is the op's output, which backward receives (on GPU devices
+//! the forward also saves μ and the kernel recomputes ŵ from w: the same values, unrounded for the
+//! half dtypes). Forward and backward are each one task per row: a row is read, reduced and
+//! written while it is in cache.
 //!
 //! A constant filter standardizes to exactly zero (no NaN, since ε > 0), and its gradient is
 //! finite but of size 1/sqrt(ε) (1e5 for 1e-10): never zero-initialize a WS weight.
 //!
-//! **Dtypes.** f32 and f64 run natively; f16/bf16 are converted to f32 at this boundary and the
-//! result back (the casts are recorded, so gradients flow).
+//! **Dtypes.** f32 and f64 run natively. On the CPU, f16/bf16 are converted to f32 at this
+//! boundary and the result back (the casts are recorded, so gradients flow); on GPU devices they
+//! run natively with the same f32 arithmetic (r saved in f32), ŵ and ∂w rounded once.
 //!
 //! **Devices.** On Cuda and Emu the forward and backward run as `kernels/cuda/weight_std.cu`
 //! (`gpu.rs`: one block per output channel, the same formulas and roundings); r stays on the device.
@@ -62,6 +65,10 @@ pub fn weight_std(w: &Tensor, eps: f64) -> Result<Tensor> {
     if !(eps >= 0.0 && eps.is_finite()) {
         return Err(Error::invalid("weight_std", format!("eps must be finite and >= 0, got {eps}")));
     }
+    if w.device().is_gpu() {
+        // Every float dtype runs natively (the half ones with f32 arithmetic, as below).
+        return gpu::forward(&w.contiguous()?, eps);
+    }
     match w.dtype() {
         DType::F32 => forward::<f32>(w, eps),
         DType::F64 => forward::<f64>(w, eps),
@@ -72,26 +79,22 @@ pub fn weight_std(w: &Tensor, eps: f64) -> Result<Tensor> {
 
 fn forward<T: FloatElem>(w: &Tensor, eps: f64) -> Result<Tensor> {
     let w = w.contiguous()?;
-    if w.device().is_gpu() {
-        return gpu::forward(&w, eps);
-    }
     let rows = w.dims()[0];
     let (out, rstd) = w.with_cpu_slice(|ws| cpu::forward::<T>(ws, rows, eps))?;
-    let op = WeightStdBackward { rstd: Tensor::from_vec(rstd, [rows], Device::Cpu)? };
+    let op = WeightStdBackward { rstd: Tensor::from_vec(rstd, [rows], Device::Cpu)?, mean: None };
     Ok(Tensor::from_vec(out, w.shape(), Device::Cpu)?.record(&[&w], op))
 }
 
-/// Saved by the forward: r = 1/sqrt(var + eps) per output channel (`[O]`).
+/// Saved by the forward: r = 1/sqrt(var + eps) per output channel (`[O]`), and on GPU devices
+/// also μ (`[O]`), with which the kernel recomputes ŵ from w instead of reading the output.
 struct WeightStdBackward {
     rstd: Tensor,
+    mean: Option<Tensor>,
 }
 
 impl WeightStdBackward {
     fn run<T: FloatElem>(&self, what: &Tensor, g: &Tensor) -> Result<Tensor> {
         let (g, what) = (g.contiguous()?, what.contiguous()?);
-        if g.device().is_gpu() {
-            return gpu::backward(&g, &what, &self.rstd);
-        }
         let rstd = self.rstd.to_vec::<T>()?;
         let dw = g.with_cpu_slice(|gs| what.with_cpu_slice(|ws| cpu::backward(gs, ws, &rstd)))??;
         Tensor::from_vec(dw, g.shape(), Device::Cpu)
@@ -104,6 +107,10 @@ impl BackwardOp for WeightStdBackward {
     }
 
     fn backward(&self, inputs: &[Tensor], what: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        if let Some(mean) = &self.mean {
+            // GPU devices (the forward saved μ there); inputs[0] is the contiguous weight.
+            return Ok(vec![Some(gpu::backward(&g.contiguous()?, &inputs[0], mean, &self.rstd)?)]);
+        }
         let dw = match inputs[0].dtype() {
             DType::F32 => self.run::<f32>(what, g)?,
             DType::F64 => self.run::<f64>(what, g)?,
