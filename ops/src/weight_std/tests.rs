@@ -80,8 +80,12 @@ proptest! {
     /// (small values, around 1e-2, where ε = 1e-10 is negligible).
     #[test]
     fn f32_matches_f64(o in 1usize..8, i in 1usize..9, k in prop::sample::select(vec![1usize, 3, 7]), seed in 0u64..1000) {
-        let w64 = randn(&[o, i, k, k], seed).mul_scalar(0.02).unwrap();
-        let g64 = randn(&[o, i, k, k], seed + 7);
+        // The f64 reference gets the f32-rounded inputs: otherwise rounding the inputs alone
+        // moves an ill-conditioned filter (n = 2 with nearly equal weights: σ² ≈ ε) by more than
+        // the tolerance, which is about the op's arithmetic, not its inputs.
+        let round = |t: Tensor| t.to_dtype(DType::F32).unwrap().to_dtype(DType::F64).unwrap();
+        let w64 = round(randn(&[o, i, k, k], seed).mul_scalar(0.02).unwrap());
+        let g64 = round(randn(&[o, i, k, k], seed + 7));
         let run = |w: &Tensor, g: &Tensor| {
             let w = w.requires_grad_(true);
             let y = weight_std(&w, WS_EPS_BIT).unwrap();
@@ -90,13 +94,19 @@ proptest! {
         };
         let (y64, d64) = run(&w64, &g64);
         let (y32, d32) = run(&w64.to_dtype(DType::F32).unwrap(), &g64.to_dtype(DType::F32).unwrap());
-        prop_assert!(max_abs_diff(&y32, &y64) < 2e-5);
-        // dw = r·(g − …) is a difference of terms of size r·|g|, which sets the f32 rounding
-        // (for n = 2 the exact dw is ~0: everything cancels).
+        // f32 rounds w − μ to a few ulps of |w|, and r = 1/σ amplifies that: a filter with
+        // nearly equal weights (σ ≪ |w|, e.g. n = 2) is ill-conditioned in any f32 WS
+        // (PyTorch's too). `cond` = max|w|·r bounds the amplification, and the tolerances grow
+        // with it (1e-6 ≈ 8 f32 ulps); for ordinary filters cond is ~3 and adds nothing.
         let r = w64.var(&[1, 2, 3], false, false).unwrap().to_vec::<f64>().unwrap();
         let rmax = r.iter().fold(0.0f64, |m, v| m.max(1.0 / (v + WS_EPS_BIT).sqrt()));
+        let wmax = w64.to_vec::<f64>().unwrap().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let cond = wmax * rmax;
+        prop_assert!(max_abs_diff(&y32, &y64) < 2e-5 + 1e-6 * cond);
+        // dw = r·(g − …) is a difference of terms of size r·|g|, which sets the f32 rounding
+        // (for n = 2 the exact dw is ~0: everything cancels).
         let gmax = g64.to_vec::<f64>().unwrap().iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        prop_assert!(max_abs_diff(&d32, &d64) < 1e-5 * rmax * gmax);
+        prop_assert!(max_abs_diff(&d32, &d64) < (1e-5 + 1e-6 * cond) * rmax * gmax);
     }
 }
 
