@@ -62,7 +62,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bitgrad-atomic-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let p = dir.join("w.bin");
-        write_atomic(&p, |w| Ok(w.write_all(b"first").map_err(|e| Error::io("x", e))?)).unwrap();
+        write_atomic(&p, |w| w.write_all(b"first").map_err(|e| Error::io("x", e))).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"first");
         let err = write_atomic(&p, |w| {
             w.write_all(b"partial").unwrap();

@@ -39,9 +39,8 @@ pub fn load_weights(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<StateD
     opts.check()?;
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut head = [0u8; 9];
-    let n = f.by_ref().take(9).read(&mut head).map_err(|e| Error::io(path, e))?;
-    let head = &head[..n];
+    let mut head = Vec::with_capacity(9);
+    f.by_ref().take(9).read_to_end(&mut head).map_err(|e| Error::io(path, e))?;
     if len == 0 {
         return Err(Error::format(path, "weights", "the file is empty"));
     }
