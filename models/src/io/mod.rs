@@ -59,7 +59,7 @@ pub fn load_weights(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<StateD
     }
     // A safetensors header is a JSON object right after the 8-byte length.
     if head.len() == 9 && head[8] == b'{' {
-        return safetensors::from_reader(&mut f, len, path, opts);
+        return safetensors::from_reader(f, len, path, opts);
     }
     Err(Error::format(
         path,

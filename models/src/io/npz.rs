@@ -32,7 +32,8 @@ pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<StateDict> {
     from_reader(f, len, path, opts)
 }
 
-/// [`load`] from any seekable source of `len` bytes; `path` only names it in errors.
+/// [`load`] from any seekable source of `len` bytes (a `File`, a `Cursor`, or `&mut` either);
+/// `path` only names it in errors.
 pub fn from_reader<R: Read + Seek>(r: R, len: u64, path: &Path, opts: &LoadOptions) -> Result<StateDict> {
     opts.check()?;
     let bad = |msg: String| Error::format(path, FORMAT, msg);

@@ -45,13 +45,14 @@ struct Entry {
 /// [`StateDict::metadata`]).
 pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<StateDict> {
     let path = path.as_ref();
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    from_reader(&mut f, len, path, opts)
+    from_reader(f, len, path, opts)
 }
 
-/// [`load`] from any seekable source of `len` bytes; `path` only names it in errors.
-pub fn from_reader<R: Read + Seek>(r: &mut R, len: u64, path: &Path, opts: &LoadOptions) -> Result<StateDict> {
+/// [`load`] from any seekable source of `len` bytes (a `File`, a `Cursor`, or `&mut` either);
+/// `path` only names it in errors.
+pub fn from_reader<R: Read + Seek>(mut r: R, len: u64, path: &Path, opts: &LoadOptions) -> Result<StateDict> {
     opts.check()?;
     let bad = |msg: String| Error::format(path, FORMAT, msg);
     if len == 0 {
@@ -84,7 +85,7 @@ pub fn from_reader<R: Read + Seek>(r: &mut R, len: u64, path: &Path, opts: &Load
     let mut sd = StateDict::new();
     *sd.metadata_mut() = metadata;
     for e in entries {
-        let t = read_tensor(r, 8 + n, &e).map_err(|err| match err.kind() {
+        let t = read_tensor(&mut r, 8 + n, &e).map_err(|err| match err.kind() {
             std::io::ErrorKind::UnexpectedEof => {
                 bad(format!("tensor `{}`: the data ends early (was the file truncated while loading?)", e.name))
             }
