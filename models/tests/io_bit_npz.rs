@@ -169,3 +169,28 @@ fn load_weights_errors() {
     let e = err_msg(load_weights(dir.join("x.npz"), &LoadOptions::default()));
     assert!(e.contains("1 names are not BiT .npz parameter names:\n    x"), "{e}");
 }
+
+/// The mapping keeps each float dtype (transposes are dtype-agnostic copies), in memory and
+/// through a `.npz` file (bf16 has no NumPy type and comes back as f32, exactly).
+#[test]
+fn timm_npz_timm_for_every_float_dtype() {
+    use bitgrad_engine::DType;
+    let dir = tmp_dir("map-dtypes");
+    for dt in [DType::F32, DType::F64, DType::F16, DType::BF16] {
+        let timm: StateDict = npz_to_timm(small_bit_npz(3, false))
+            .unwrap()
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_dtype(dt).unwrap()))
+            .collect();
+        assert_same(&timm, &npz_to_timm(timm_to_npz(&timm).unwrap()).unwrap());
+        let p = dir.join(format!("{dt}.npz"));
+        save_weights(&p, &timm).unwrap();
+        let back = load_weights(&p, &LoadOptions::default()).unwrap();
+        let want: StateDict = if dt == DType::BF16 {
+            timm.iter().map(|(n, t)| (n.to_string(), t.to_dtype(DType::F32).unwrap())).collect()
+        } else {
+            timm
+        };
+        assert_same(&want, &back);
+    }
+}
