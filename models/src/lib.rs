@@ -8,4 +8,4 @@ pub mod io;
 
 pub use bitgrad_ops as ops;
 pub use error::{Error, Result, ShapeProblem};
-pub use io::StateDict;
+pub use io::{load_weights, save_weights, LoadOptions, StateDict};
