@@ -2,9 +2,13 @@
 //! I/O (timm safetensors, original .npz), the optimizer, the HyperRule schedule, data and the
 //! training loop.
 
+pub mod bit;
 mod error;
 pub mod io;
+pub mod nn;
 
+pub use bit::{Activations, ResNetV2, ResNetV2Config};
 pub use bitgrad_ops as ops;
 pub use error::{Error, Result, ShapeProblem};
 pub use io::StateDict;
+pub use nn::{HeadInit, Module, NormKind};
