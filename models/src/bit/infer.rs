@@ -82,11 +82,14 @@ impl ResNetV2Config {
 
 fn infer_norm(sd: &StateDict, channels: &[usize; 4], stem_chs: usize) -> Result<NormKind> {
     let meta = sd.metadata();
-    let first = "stages.0.blocks.0.norm1";
-    if sd.contains(&format!("{first}.running_mean")) {
+    // Either the first unit's norm1 or the final norm tells the kind, so one missing tensor
+    // gives a "missing" error from strict loading rather than a wrong architecture.
+    let has =
+        |leaf: &str| sd.contains(&format!("stages.0.blocks.0.norm1.{leaf}")) || sd.contains(&format!("norm.{leaf}"));
+    if has("running_mean") {
         return Ok(if meta.contains_key(&format!("{PREFIX}norm")) { norm_from(meta)? } else { NormKind::batch() });
     }
-    if !sd.contains(&format!("{first}.weight")) {
+    if !has("weight") && !has("bias") {
         return Ok(NormKind::None);
     }
     if meta.contains_key(&format!("{PREFIX}norm")) {
