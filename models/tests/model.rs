@@ -243,3 +243,90 @@ fn f64_gradients_match_finite_differences() {
         }
     }
 }
+
+#[test]
+fn move_to_emu_and_f64() {
+    let mut model = ResNetV2::new(&tiny(4), 6).unwrap();
+    let x = input(2, 32, DType::F32, 1);
+    let cpu = values(&model.forward(&x).unwrap());
+    model.to(DType::F32, Device::Emu).unwrap();
+    assert_eq!(model.device(), Device::Emu);
+    assert!(model.parameters().iter().all(|p| p.device() == Device::Emu && p.requires_grad()));
+    let emu = model.forward(&x.to_device(Device::Emu).unwrap()).unwrap();
+    let scale = cpu.iter().fold(0f64, |m, v| m.max(v.abs()));
+    for (a, b) in values(&emu.to_device(Device::Cpu).unwrap()).iter().zip(&cpu) {
+        assert!((a - b).abs() <= 1e-5 * scale, "Emu {a} vs CPU {b}");
+    }
+    model.to(DType::F64, Device::Cpu).unwrap();
+    assert!(model.parameters().iter().all(|p| p.dtype() == DType::F64 && p.device() == Device::Cpu));
+    let f64_logits = values(&model.forward(&x.to_dtype(DType::F64).unwrap()).unwrap());
+    for (a, b) in f64_logits.iter().zip(&cpu) {
+        assert!((a - b).abs() <= 1e-5 * scale, "f64 {a} vs f32 {b}");
+    }
+}
+
+/// The extension point for other norms: an InstanceNorm defined outside the crate, plugged in
+/// through `NormKind::Custom`, builds, names its tensors like the others and trains.
+mod custom_norm {
+    use super::*;
+    use bitgrad_models::nn::{join, Fill, Init, NormFactory, NormLayer, ParamKind};
+    use bitgrad_models::ops::group_norm::{group_norm, Activation};
+    use std::sync::Arc;
+
+    struct InstanceNormAct {
+        weight: Tensor,
+        bias: Tensor,
+    }
+    impl NormLayer for InstanceNormAct {
+        fn forward(&self, x: &Tensor) -> bitgrad_models::Result<Tensor> {
+            let c = x.dims()[1];
+            Ok(group_norm(x, c, Some(&self.weight), Some(&self.bias), 1e-5, Activation::Relu)?)
+        }
+    }
+    impl Module for InstanceNormAct {
+        fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
+            f(&join(prefix, "weight"), &self.weight, ParamKind::Parameter);
+            f(&join(prefix, "bias"), &self.bias, ParamKind::Parameter);
+        }
+        fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, ParamKind)) {
+            f(&join(prefix, "weight"), &mut self.weight, ParamKind::Parameter);
+            f(&join(prefix, "bias"), &mut self.bias, ParamKind::Parameter);
+        }
+        fn set_training(&mut self, _training: bool) {}
+    }
+    struct InstanceNorm;
+    impl NormFactory for InstanceNorm {
+        fn name(&self) -> String {
+            "instance_norm".into()
+        }
+        fn check(&self, _channels: usize) -> bitgrad_models::Result<()> {
+            Ok(())
+        }
+        fn param_count(&self, channels: usize) -> usize {
+            2 * channels
+        }
+        fn build(&self, init: &mut Init, prefix: &str, c: usize) -> bitgrad_models::Result<Box<dyn NormLayer>> {
+            Ok(Box::new(InstanceNormAct {
+                weight: init.tensor(&join(prefix, "weight"), &[c], Fill::Ones, ParamKind::Parameter)?,
+                bias: init.tensor(&join(prefix, "bias"), &[c], Fill::Zeros, ParamKind::Parameter)?,
+            }))
+        }
+    }
+
+    #[test]
+    fn instance_norm_plugs_in() {
+        let norm = NormKind::Custom(Arc::new(InstanceNorm));
+        let cfg = ResNetV2Config { norm: norm.clone(), ..tiny(3) };
+        let model = ResNetV2::new(&cfg, 2).unwrap();
+        let gn = ResNetV2::new(&tiny(3), 2).unwrap();
+        let names = |m: &ResNetV2| m.state_dict().names().map(String::from).collect::<Vec<_>>();
+        assert_eq!(names(&model), names(&gn), "same tensor names as the GN model");
+        assert_eq!(model.num_parameters(), cfg.param_count());
+        assert_eq!(format!("{norm:?}"), "Custom(instance_norm)");
+        assert_ne!(
+            values(&model.forward(&input(1, 32, DType::F32, 0)).unwrap()),
+            values(&gn.forward(&input(1, 32, DType::F32, 0)).unwrap())
+        );
+        train_step(&model);
+    }
+}

@@ -150,6 +150,15 @@ impl ResNetV2 {
         self.load_tensors(sd, strict, dtype, device)
     }
 
+    /// Moves and/or converts every tensor to `dtype` on `device` (gradients are dropped: the
+    /// parameters are new leaves).
+    pub fn to(&mut self, dtype: DType, device: Device) -> Result<()> {
+        let sd = Module::state_dict(self);
+        self.load_tensors(&sd, true, dtype, device)?;
+        (self.dtype, self.device) = (dtype, device);
+        Ok(())
+    }
+
     /// A new head for `num_classes` classes (fine-tuning): zero weight and bias (BiT) or
     /// N(0, std²) weight and zero bias (timm), drawn from `seed`.
     pub fn replace_head(&mut self, num_classes: usize, how: HeadInit, seed: u64) -> Result<()> {
