@@ -2,10 +2,14 @@
 //! I/O (timm safetensors, original .npz), the optimizer, the HyperRule schedule, data and the
 //! training loop.
 
+pub mod bit;
 pub mod data;
 mod error;
 pub mod io;
+pub mod nn;
 
+pub use bit::{Activations, ResNetV2, ResNetV2Config};
 pub use bitgrad_ops as ops;
 pub use error::{Error, Result, ShapeProblem};
 pub use io::{load_weights, save_weights, LoadOptions, StateDict};
+pub use nn::{HeadInit, Module, NormKind};

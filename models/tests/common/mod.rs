@@ -1,4 +1,6 @@
-//! Helpers shared by the weight-I/O tests: temporary folders and synthetic BiT state dicts.
+//! Helpers shared by the models tests: temporary folders and synthetic BiT state dicts (weight
+//! I/O), reading the fixtures of tests/fixtures/models (written by gen_fixtures.py) and comparing
+//! tensors with a tolerance relative to the reference's largest magnitude (timm parity).
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::path::{Path, PathBuf};
@@ -122,4 +124,42 @@ pub fn small_bit_timm_names(n_cls: usize) -> Vec<(String, Vec<usize>)> {
 /// The message of an error, for asserting on its content.
 pub fn err_msg<T: std::fmt::Debug>(r: bitgrad_models::Result<T>) -> String {
     r.expect_err("expected an error").to_string()
+}
+
+pub fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models")
+}
+
+/// A safetensors file as a StateDict with its metadata, tensors on the CPU in the file's dtypes.
+pub fn read_safetensors(path: &Path) -> StateDict {
+    bitgrad_models::io::load_safetensors(path, &bitgrad_models::io::LoadOptions::new())
+        .unwrap_or_else(|e| panic!("{e} (see tests/fixtures/README.md)"))
+}
+
+/// The weights of fixture `name` in the fixture's (timm's) key order, with the metadata.
+pub fn read_weights(path: &Path) -> StateDict {
+    let sd = read_safetensors(path);
+    let keys = sd.metadata().get("keys").expect("fixture metadata lacks `keys`").clone();
+    let mut ordered: StateDict = keys.split(',').map(|k| (k.to_string(), sd.get(k).unwrap().clone())).collect();
+    assert_eq!(ordered.len(), sd.len());
+    *ordered.metadata_mut() = sd.metadata().clone();
+    ordered
+}
+
+/// max |got − want| ≤ rel · max|want|; returns the observed ratio for reporting.
+pub fn assert_close(got: &Tensor, want: &Tensor, rel: f64, what: &str) -> f64 {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let (g, w) = (got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+    let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let err = g.iter().zip(&w).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(scale > 0.0, "{what}: reference is all zeros");
+    assert!(err <= rel * scale, "{what}: max |diff| {err:e} > {rel:e} · max|ref| {scale:e}");
+    err / scale
+}
+
+/// max |got − want| / max|want| (no assertion), for reporting.
+pub fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
+    let (g, w) = (got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+    let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
+    g.iter().zip(&w).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale
 }
