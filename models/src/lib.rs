@@ -5,6 +5,7 @@
 pub mod data;
 mod error;
 pub mod io;
+pub mod schedule;
 
 pub use bitgrad_ops as ops;
 pub use error::{Error, Result, ShapeProblem};
