@@ -75,7 +75,10 @@ fn image_folder_split_ratio_and_refusals() {
             png(&root.join(class).join(format!("{i:02}.png")), 4, 4, i);
         }
     }
+    std::fs::write(root.join("a/zz.png"), b"junk").unwrap();
     let (t1, v1) = ImageFolder::open_train_val(&root, 0.3, 5).unwrap();
+    // The junk file is reported once, by the train part.
+    assert_eq!((t1.skipped().len(), v1.skipped().len()), (1, 0));
     let (t2, v2) = ImageFolder::open_train_val(&root, 0.3, 5).unwrap();
     let (_, v3) = ImageFolder::open_train_val(&root, 0.3, 6).unwrap();
     assert_eq!((t1.len(), v1.len()), (14, 6));

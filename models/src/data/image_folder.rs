@@ -122,12 +122,14 @@ impl ImageFolder {
                 to_val[i] = true;
             }
         }
+        // Files skipped when the folder was opened belong to neither part; the train part
+        // reports them, so a trainer printing both parts' reports counts each once.
         let part = |want: bool| ImageFolder {
             root: self.root.clone(),
             classes: self.classes.clone(),
             files: (0..self.files.len()).filter(|&i| to_val[i] == want).map(|i| self.files[i].clone()).collect(),
             sizes: (0..self.files.len()).filter(|&i| to_val[i] == want).map(|i| self.sizes[i]).collect(),
-            skipped: self.skipped.clone(),
+            skipped: if want { Vec::new() } else { self.skipped.clone() },
         };
         Ok((part(false), part(true)))
     }

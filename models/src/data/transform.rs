@@ -90,16 +90,24 @@ impl Transform {
 }
 
 /// Writes the `size²` window at (top, left) of `img`, mirrored if asked, as CHW in [−1, 1].
+/// (Row slices of the raw buffer rather than `get_pixel`: this loop is a third of the loader's
+/// time at 128².)
 fn write_chw(img: &RgbImage, top: u32, left: u32, size: u32, mirror: bool, out: &mut [f32]) {
     let s = size as usize;
     let plane = s * s;
+    let stride = 3 * img.width() as usize;
+    let raw = img.as_raw();
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
     for y in 0..s {
+        let start = (top as usize + y) * stride + 3 * left as usize;
+        let row = &raw[start..start + 3 * s];
         for x in 0..s {
             let sx = if mirror { s - 1 - x } else { x };
-            let p = img.get_pixel(left + sx as u32, top + y as u32).0;
-            for c in 0..3 {
-                out[c * plane + y * s + x] = p[c] as f32 / 127.5 - 1.0;
-            }
+            let o = y * s + x;
+            r[o] = row[3 * sx] as f32 / 127.5 - 1.0;
+            g[o] = row[3 * sx + 1] as f32 / 127.5 - 1.0;
+            b[o] = row[3 * sx + 2] as f32 / 127.5 - 1.0;
         }
     }
 }
