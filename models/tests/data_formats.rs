@@ -326,7 +326,7 @@ fn safetensors_u8_nhwc_and_f32_nchw() {
 /// Fashion-MNIST's sizes. Skipped (with a note) otherwise.
 #[test]
 fn debian_fashion_mnist_if_installed() {
-    let candidates = ["/usr/share/dataset-fashion-mnist", "/usr/share/fashion-mnist", "/usr/share/data/fashion-mnist"];
+    let candidates = ["/usr/share/datasets/fashion-mnist"];
     let Some(dir) = candidates.iter().map(Path::new).find(|d| d.is_dir()) else {
         eprintln!("skipped: Debian's dataset-fashion-mnist is not installed (looked in {candidates:?})");
         return;
