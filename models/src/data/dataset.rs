@@ -130,7 +130,7 @@ impl Dataset for InMemory {
     }
     fn load(&self, i: usize) -> Result<RgbImage> {
         check_index(i, self.len())?;
-        let hw = (self.height * self.width) as usize;
+        let hw = self.height as usize * self.width as usize;
         let src = &self.pixels[i * hw * self.channels as usize..][..hw * self.channels as usize];
         let rgb = if self.channels == 3 { src.to_vec() } else { src.iter().flat_map(|&g| [g, g, g]).collect() };
         RgbImage::from_raw(self.width, self.height, rgb)
