@@ -7,6 +7,7 @@ pub mod data;
 mod error;
 pub mod io;
 pub mod nn;
+pub mod schedule;
 
 pub use bit::{Activations, ResNetV2, ResNetV2Config};
 pub use bitgrad_ops as ops;
