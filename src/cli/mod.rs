@@ -1,7 +1,12 @@
-//! Subcommand dispatch.
+//! Subcommand dispatch: one file per subcommand.
 
+mod backward;
 mod bench;
+mod common;
+mod convert;
+mod forward;
 mod info;
+mod predict;
 
 use clap::{Parser, Subcommand};
 
@@ -14,15 +19,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Report the machine: CPU, threads, SIMD level, CUDA availability.
-    Info,
-    /// Run a benchmark program (prints GFLOP/s or GB/s, with the reference in the same run).
+    /// Report the machine (CPU, threads, SIMD, CUDA), or with --weights what a weight file holds.
+    Info(info::Args),
+    /// Classify images: BiT preprocessing and the top-5 classes.
+    Predict(predict::Args),
+    /// Logits (and activations) of a batch, written to a safetensors file.
+    Forward(forward::Args),
+    /// Loss, logits and every parameter's gradient of one batch, written to a safetensors file.
+    Backward(backward::Args),
+    /// Convert weights between timm's safetensors and the original BiT .npz.
+    Convert(convert::Args),
+    /// Run a benchmark program (prints GFLOP/s, GB/s or img/s, with the reference in the same run).
     Bench(bench::BenchArgs),
 }
 
-pub fn run() -> bitgrad::Result<()> {
+pub fn run() -> bitgrad::models::Result<()> {
     match Cli::parse().command {
-        Command::Info => info::run(),
-        Command::Bench(args) => bench::run(args),
+        Command::Info(args) => info::run(args),
+        Command::Predict(args) => predict::run(args),
+        Command::Forward(args) => forward::run(args),
+        Command::Backward(args) => backward::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Bench(args) => Ok(bench::run(args)?),
     }
 }

@@ -1,0 +1,91 @@
+//! Pieces the model subcommands share: loading a model from a weight file (with an optional
+//! `--arch` assertion), writing named tensors to a safetensors file, reading a tensor batch.
+
+use std::path::{Path, PathBuf};
+
+use bitgrad::models::io::{self, LoadOptions};
+use bitgrad::models::{Error, ResNetV2, ResNetV2Config, Result, StateDict};
+use bitgrad::{DType, Device, Tensor};
+
+/// `--weights` and `--arch`, shared by every subcommand that loads a model.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WeightArgs {
+    /// Weight file: timm's safetensors or the original BiT .npz (recognised by content).
+    #[arg(long, short = 'w')]
+    pub weights: PathBuf,
+    /// Assert the architecture (e.g. resnetv2_50x1_bit); it is always inferred from the file.
+    #[arg(long)]
+    pub arch: Option<String>,
+}
+
+/// Reads the weights, infers the architecture (checking `--arch`), and builds the model on
+/// `device` in f32.
+pub fn load_model(args: &WeightArgs, device: Device) -> Result<ResNetV2> {
+    device.check_available()?;
+    let sd = io::load_weights(&args.weights, &LoadOptions::new())?;
+    let config = ResNetV2Config::infer(&sd)?;
+    check_arch(&config, args.arch.as_deref(), &args.weights)?;
+    ResNetV2::from_state_dict_in(&sd, DType::F32, device)
+}
+
+/// `--arch` is an assertion: the file's architecture must be the named one (any head size).
+pub fn check_arch(config: &ResNetV2Config, arch: Option<&str>, path: &Path) -> Result<()> {
+    let Some(want) = arch else { return Ok(()) };
+    // Validate the name itself first, so a typo is reported as such.
+    ResNetV2Config::named(want, config.num_classes)?;
+    match config.name() {
+        Some(have) if have == want => Ok(()),
+        have => Err(Error::Config(format!(
+            "--arch {want}, but {} holds {}",
+            path.display(),
+            have.map_or_else(|| describe(config), str::to_string)
+        ))),
+    }
+}
+
+/// A one-line description of an architecture that has no name.
+pub fn describe(c: &ResNetV2Config) -> String {
+    format!(
+        "a ResNetV2 with layers {:?}, stem {}, widths {:?}, {} classes, norm {}, WS {}",
+        c.layers,
+        c.stem_chs,
+        c.channels,
+        c.num_classes,
+        c.norm.name(),
+        if c.ws { "on" } else { "off" }
+    )
+}
+
+/// Writes named tensors (copied to the CPU by the writer) to a safetensors file (whatever the
+/// extension), atomically.
+pub fn save_tensors(path: &Path, tensors: Vec<(String, Tensor)>, meta: &[(&str, String)]) -> Result<()> {
+    let mut sd: StateDict = tensors.into_iter().collect();
+    for (k, v) in meta {
+        sd.metadata_mut().insert((*k).to_string(), v.clone());
+    }
+    io::safetensors::save(path, &sd)
+}
+
+/// Reads a tensor batch file: the float tensor "input" (NCHW, already normalised) converted to
+/// f32 on `device`, and the i64 "labels" when present.
+pub fn read_batch(path: &Path, device: Device) -> Result<(Tensor, Option<Tensor>)> {
+    let mut sd = io::safetensors::load(path, &LoadOptions::new())?;
+    let Some(input) = sd.remove("input") else {
+        return Err(Error::Msg(format!(
+            "{}: no tensor named \"input\" (found: {}); store the batch as input [N, 3, H, W]",
+            path.display(),
+            sd.names().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    if input.rank() != 4 || !input.dtype().is_float() {
+        return Err(Error::Msg(format!(
+            "{}: \"input\" must be a float NCHW tensor, got {:?} {}",
+            path.display(),
+            input.dtype(),
+            input.shape()
+        )));
+    }
+    let input = input.to_dtype(DType::F32)?.to_device(device)?;
+    let labels = sd.remove("labels");
+    Ok((input, labels))
+}

@@ -1,0 +1,178 @@
+//! The model subcommands of the `bitgrad` binary, run as a user runs them, on the timm fixtures of
+//! tests/fixtures/models: `forward` and `backward` agree with timm, `convert`, `info` and
+//! `predict` work, and bad input gives a clear error and a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bitgrad::models::io::{self, LoadOptions};
+use bitgrad::models::StateDict;
+use bitgrad::Tensor;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-models-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn bitgrad(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bitgrad")).args(args).output().expect("the bitgrad binary runs")
+}
+
+/// Runs and expects success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = bitgrad(args);
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "bitgrad {args:?} failed:\n{so}\n{se}");
+    so.into_owned()
+}
+
+/// Runs and expects a clean failure (exit 1, "error: …", no panic); returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = bitgrad(args);
+    let se = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "bitgrad {args:?} should fail cleanly:\n{se}");
+    assert!(se.starts_with("error: ") && !se.contains("panicked"), "{se}");
+    se
+}
+
+fn load(p: &Path) -> StateDict {
+    io::load_safetensors(p, &LoadOptions::new()).unwrap()
+}
+
+/// max |got − want| / max |want|.
+fn rel(got: &Tensor, want: &Tensor) -> f64 {
+    assert_eq!(got.numel(), want.numel());
+    let (g, w) = (got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+    let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
+    g.iter().zip(&w).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn forward_and_backward_agree_with_timm() {
+    for name in ["tiny", "mini2"] {
+        let (w, io_file) =
+            (fixtures().join(format!("{name}.safetensors")), fixtures().join(format!("{name}_io.safetensors")));
+        let want = load(&io_file);
+        let out = tmp(&format!("{name}_fwd.safetensors"));
+        ok(&["forward", "--weights", s(&w), "--input", s(&io_file), "--out", s(&out), "--activations"]);
+        let got = load(&out);
+        assert!(rel(got.get("logits").unwrap(), want.get("logits").unwrap()) < 1e-4, "{name} logits");
+        for (ours, theirs) in [
+            ("stem", "stem"),
+            ("stages.0", "stage0"),
+            ("stages.3", "stage3"),
+            ("features", "features"),
+            ("pre_logits", "pre_logits"),
+        ] {
+            assert!(rel(got.get(ours).unwrap(), want.get(theirs).unwrap()) < 1e-4, "{name} {ours}");
+        }
+
+        // Labels from the file's "labels".
+        let out = tmp(&format!("{name}_bwd.safetensors"));
+        ok(&["backward", "--weights", s(&w), "--input", s(&io_file), "--out", s(&out)]);
+        let got = load(&out);
+        assert!(rel(got.get("loss").unwrap(), want.get("loss").unwrap()) < 1e-5, "{name} loss");
+        let mut grads = 0;
+        for (n, g) in want.iter() {
+            if let Some(p) = n.strip_prefix("grad.") {
+                assert!(rel(got.get(p).unwrap(), g) < 1e-3, "{name} ∂{p}");
+                grads += 1;
+            }
+        }
+        assert_eq!(grads, got.len() - 2, "{name}: one gradient per parameter");
+    }
+}
+
+#[test]
+fn forward_on_emu_and_labels_flag() {
+    let (w, io_file) = (fixtures().join("tiny.safetensors"), fixtures().join("tiny_io.safetensors"));
+    let want = load(&io_file);
+    let out = tmp("emu.safetensors");
+    ok(&["forward", "-w", s(&w), "--input", s(&io_file), "-o", s(&out), "--device", "emu"]);
+    assert!(rel(load(&out).get("logits").unwrap(), want.get("logits").unwrap()) < 1e-4);
+    // --labels overrides the file: other labels, another loss.
+    let labels: Vec<i64> = want.get("labels").unwrap().to_vec().unwrap();
+    let other = format!("{},{}", (labels[0] + 1) % 10, (labels[1] + 1) % 10);
+    let out = tmp("bwd_labels.safetensors");
+    ok(&["backward", "-w", s(&w), "--input", s(&io_file), "-o", s(&out), "--labels", &other]);
+    let loss = load(&out).get("loss").unwrap().to_scalar().unwrap();
+    assert!((loss - want.get("loss").unwrap().to_vec_f64().unwrap()[0]).abs() > 1e-3);
+}
+
+#[test]
+fn convert_and_info() {
+    let w = fixtures().join("tiny.safetensors");
+    let half = tmp("tiny16.safetensors");
+    ok(&["convert", s(&w), s(&half), "--dtype", "f16"]);
+    let info = ok(&["info", "--weights", s(&half), "--arch", "resnetv2_tiny_bit"]);
+    assert!(
+        info.contains("resnetv2_tiny_bit") && info.contains("F16 (131514 values)") && info.contains("10 classes"),
+        "{info}"
+    );
+    // To the original BiT format and its names.
+    let npz = tmp("tiny.npz");
+    ok(&["convert", s(&w), s(&npz)]);
+    let raw = io::load_npz(&npz, &LoadOptions::new()).unwrap();
+    assert!(raw.contains("resnet/root_block/standardized_conv2d/kernel"));
+    assert_eq!(raw.get("resnet/head/conv2d/kernel").unwrap().dims(), [1, 1, 256, 10]);
+    // A BiT-format .npz of a small GN model carries no group count: refused with the reason.
+    let e = fails(&["info", "--weights", s(&fixtures().join("mini2.npz"))]);
+    assert!(e.contains("groups"), "{e}");
+}
+
+#[test]
+fn predict_prints_the_top_classes() {
+    let w = fixtures().join("tiny.safetensors");
+    let img = tmp("red.png");
+    image_png(&img);
+    let labels = tmp("classes.txt");
+    std::fs::write(&labels, (0..10).map(|i| format!("thing{i}\n")).collect::<String>()).unwrap();
+    let out = ok(&["predict", "-w", s(&w), "--labels", s(&labels), "--size", "48", "--top", "3", s(&img)]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[1].contains('%') && lines[1].contains("thing"), "{out}");
+    let e = fails(&["predict", "-w", s(&w), "--labels", s(&img), s(&img)]);
+    assert!(e.contains("class names") || e.contains("UTF-8") || e.contains("stream"), "{e}");
+}
+
+/// A 20×30 red PNG.
+fn image_png(path: &Path) {
+    image::RgbImage::from_pixel(20, 30, image::Rgb([200, 30, 30])).save(path).unwrap();
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let w = fixtures().join("tiny.safetensors");
+    let io_file = fixtures().join("tiny_io.safetensors");
+    let out = tmp("never.safetensors");
+    let e = fails(&["forward", "-w", "/nonexistent/w.safetensors", "--input", s(&io_file), "-o", s(&out)]);
+    assert!(e.contains("/nonexistent/w.safetensors"), "{e}");
+    let e = fails(&["forward", "-w", s(&w), "--arch", "resnetv2_50x1_bit", "--input", s(&io_file), "-o", s(&out)]);
+    assert!(e.contains("--arch resnetv2_50x1_bit") && e.contains("resnetv2_tiny_bit"), "{e}");
+    let e = fails(&["info", "-w", s(&w), "--arch", "resnet9000"]);
+    assert!(e.contains("unknown architecture"), "{e}");
+    // The weights file given as the batch: no "input" tensor.
+    let e = fails(&["forward", "-w", s(&w), "--input", s(&w), "-o", s(&out)]);
+    assert!(e.contains("no tensor named \"input\""), "{e}");
+    let e = fails(&["backward", "-w", s(&w), "--input", s(&io_file), "-o", s(&out), "--labels", "1,2,3"]);
+    assert!(e.contains("3 labels for a batch of 2"), "{e}");
+    let e = fails(&["backward", "-w", s(&w), "--input", s(&io_file), "-o", s(&out), "--labels", "1,10"]);
+    assert!(e.contains("label 10 is outside the model's 10 classes"), "{e}");
+    let trunc = tmp("trunc.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
+    let e = fails(&["info", "-w", s(&trunc)]);
+    assert!(e.contains("trunc.safetensors"), "{e}");
+    let e = fails(&["convert", s(&w), s(&w)]);
+    assert!(e.contains("different file"), "{e}");
+    assert!(!out.exists(), "nothing is written on error");
+}
