@@ -6,6 +6,7 @@ scripts/bench_reference.py).
       Prints one "info" JSON line, then answers one request per input line with one JSON line:
       {"op": "forward"|"train", "model": "resnetv2_50x1_bit", "batch": 8, "size": 128,
        "classes": 1000, "warmup": 1, "reps": 3}
+      (a model timm does not register also carries "layers", "channels", "stem_chs", "groups")
       forward: model.eval() under torch.inference_mode(), logits computed and freed.
       train:   model.train(); forward, mean cross-entropy, backward, SGD step (lr 0.003,
                momentum 0.9, as BiT), zero_grad(set_to_none=True).
@@ -47,12 +48,27 @@ def info():
 _cache = {}
 
 
+def build(req):
+    """timm's registered model by name, or — for bitgrad's small configs, which timm does not
+    register — the same ResNetV2 built from the request's layers/stem/channels/groups, exactly
+    as timm builds its BiT models (stem 'fixed', pre-activation, StdConv2d ε 1e-8, GroupNormAct)."""
+    classes = req.get("classes", 1000)
+    if "layers" not in req:
+        return timm.create_model(req["model"], pretrained=False, num_classes=classes)
+    from functools import partial
+    from timm.layers import GroupNormAct, StdConv2d
+    from timm.models.resnetv2 import ResNetV2
+    return ResNetV2(layers=req["layers"], channels=req["channels"], stem_chs=req["stem_chs"], stem_type="fixed",
+                    preact=True, conv_layer=partial(StdConv2d, eps=1e-8),
+                    norm_layer=partial(GroupNormAct, num_groups=req["groups"]), num_classes=classes)
+
+
 def setup(req):
     key = (req["op"], req["model"], req["batch"], req["size"], req.get("classes", 1000))
     if key not in _cache:
         _cache.clear()  # one model at a time: R50x1 training state is ~300 MB
         torch.manual_seed(0)
-        model = timm.create_model(req["model"], pretrained=False, num_classes=req.get("classes", 1000))
+        model = build(req)
         x = torch.randn(req["batch"], 3, req["size"], req["size"])
         y = torch.randint(0, req.get("classes", 1000), (req["batch"],))
         if req["op"] == "forward":

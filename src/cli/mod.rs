@@ -40,6 +40,6 @@ pub fn run() -> bitgrad::models::Result<()> {
         Command::Forward(args) => forward::run(args),
         Command::Backward(args) => backward::run(args),
         Command::Convert(args) => convert::run(args),
-        Command::Bench(args) => Ok(bench::run(args)?),
+        Command::Bench(args) => bench::run(args),
     }
 }

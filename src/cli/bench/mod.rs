@@ -11,6 +11,7 @@ mod elementwise;
 mod gpu;
 mod json;
 mod matmul;
+mod model;
 mod reference;
 mod timing;
 
@@ -31,6 +32,10 @@ enum Bench {
     Elementwise(elementwise::Args),
     /// A GPU device: copy, add/relu, sum (GB/s) and f32 GEMM (TFLOP/s), against PyTorch on the same GPU.
     Gpu(gpu::Args),
+    /// A whole model's inference forward in img/s, against timm's in PyTorch in the same run.
+    Forward(model::Args),
+    /// A whole model's training step (fwd, xent, bwd, SGD) in img/s, against timm's in PyTorch.
+    Train(model::Args),
 }
 
 /// Options every benchmark takes (the method is described in `timing`).
@@ -65,11 +70,13 @@ pub struct Common {
     pub python: Option<String>,
 }
 
-pub fn run(args: BenchArgs) -> bitgrad::Result<()> {
+pub fn run(args: BenchArgs) -> bitgrad::models::Result<()> {
     match args.what {
-        Bench::Matmul(a) => matmul::run(a),
-        Bench::Elementwise(a) => elementwise::run(a),
-        Bench::Gpu(a) => gpu::run(a),
+        Bench::Matmul(a) => Ok(matmul::run(a)?),
+        Bench::Elementwise(a) => Ok(elementwise::run(a)?),
+        Bench::Gpu(a) => Ok(gpu::run(a)?),
+        Bench::Forward(a) => model::run(model::Mode::Forward, a),
+        Bench::Train(a) => model::run(model::Mode::Train, a),
     }
 }
 
