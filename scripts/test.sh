@@ -35,6 +35,7 @@ for mode in fast shuffle guard; do
     BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-engine --test device_parity
     BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-ops --lib gpu_tests
     BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-ops --test bottleneck_emu
+    BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-models --test parity_timm on_emu
 done
 
 echo "== example 01_autograd (smoke run)"
