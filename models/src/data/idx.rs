@@ -18,8 +18,15 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] =
 /// Reads an IDX image file and its label file; classes are numbered `0 … max label`.
 pub fn open_idx(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<InMemory> {
     let (ipath, lpath) = (images.as_ref(), labels.as_ref());
-    let (idims, pixels) = read_idx(ipath)?;
-    let (ldims, label_bytes) = read_idx(lpath)?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+    idx_from_bytes(&read(ipath)?, ipath, &read(lpath)?, lpath)
+}
+
+/// [`open_idx`] on the files' bytes (gzipped or not), e.g. data built into the binary; the
+/// paths only name the files in errors.
+pub fn idx_from_bytes(images: &[u8], ipath: &Path, labels: &[u8], lpath: &Path) -> Result<InMemory> {
+    let (idims, pixels) = parse_idx(images, ipath)?;
+    let (ldims, label_bytes) = parse_idx(labels, lpath)?;
     if idims.len() != 3 {
         return Err(Error::format(ipath, "IDX", format!("images need 3 dimensions (N, H, W), found {idims:?}")));
     }
@@ -64,17 +71,16 @@ pub fn open_idx_dir(dir: impl AsRef<Path>, train: bool) -> Result<InMemory> {
     open_idx(find("idx3")?, find("idx1")?)
 }
 
-/// The dimensions and u8 data of an IDX file.
-fn read_idx(path: &Path) -> Result<(Vec<u32>, Vec<u8>)> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+/// The dimensions and u8 data of an IDX file's bytes (`path` names it in errors).
+fn parse_idx(raw: &[u8], path: &Path) -> Result<(Vec<u32>, Vec<u8>)> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
+        flate2::read::MultiGzDecoder::new(raw)
             .read_to_end(&mut out)
             .map_err(|e| Error::format(path, "gzip", e.to_string()))?;
         out
     } else {
-        raw
+        raw.to_vec()
     };
     let bad = |msg: String| Error::format(path, "IDX", msg);
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {

@@ -14,7 +14,7 @@ pub mod transform;
 
 pub use self::cifar::{Cifar, CIFAR10_CLASSES};
 pub use self::dataset::{shots, Dataset, InMemory, Skipped, Subset};
-pub use self::idx::{open_idx, open_idx_dir, FASHION_MNIST_CLASSES};
+pub use self::idx::{idx_from_bytes, open_idx, open_idx_dir, FASHION_MNIST_CLASSES};
 pub use self::image::{eval_transform, images_to_tensor, read_rgb, Resize};
 pub use self::image_folder::ImageFolder;
 pub use self::loader::{bench_loader, Batch, Batches, Loader, LoaderBench, LoaderConfig, Order, Position};

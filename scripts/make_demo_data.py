@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Builds the demonstration dataset shipped in assets/demo/ from Fashion-MNIST (MIT license).
+
+  python3 scripts/make_demo_data.py [--src /usr/share/datasets/fashion-mnist] [--out assets/demo]
+
+Input: the four gzipped IDX files of Debian's `dataset-fashion-mnist` package (the same files as
+github.com/zalandoresearch/fashion-mnist). Output, in the same IDX format (gzipped), for the five
+*downstream* classes 5–9 (Sandal, Shirt, Sneaker, Bag, Ankle boot) only, relabelled 0–4:
+  demo-train-{images,labels}: the first TRAIN_PER_CLASS images of each class in the official
+      training set (the few-shot pool: `--shots k` draws k of them per class, seeded);
+  demo-val-{images,labels}:   the first VAL_PER_CLASS images of each class in the official test set.
+The upstream classes 0–4 (T-shirt/top, Trouser, Pullover, Dress, Coat) are what the shipped
+checkpoint was pre-trained on (`bitgrad pretrain`, see assets/demo/README.md); they are not
+shipped. Standard library only; the output is deterministic.
+"""
+
+import argparse
+import gzip
+import os
+import struct
+
+DOWNSTREAM = [5, 6, 7, 8, 9]
+TRAIN_PER_CLASS = 100
+VAL_PER_CLASS = 300
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    magic, = struct.unpack(">I", data[:4])
+    ndim = magic & 0xFF
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return dims, data[4 + 4 * ndim:]
+
+
+def write_idx(path, dims, payload):
+    header = struct.pack(">I", 0x0800 | len(dims)) + struct.pack(">" + "I" * len(dims), *dims)
+    # mtime=0: the same bytes on every run.
+    with gzip.GzipFile(path, "wb", compresslevel=9, mtime=0) as f:
+        f.write(header + payload)
+
+
+def subset(src, split, per_class, out, name):
+    (n, h, w), images = read_idx(os.path.join(src, f"{split}-images-idx3-ubyte.gz"))
+    (_,), labels = read_idx(os.path.join(src, f"{split}-labels-idx1-ubyte.gz"))
+    picked = {c: [] for c in DOWNSTREAM}
+    for i in range(n):
+        c = labels[i]
+        if c in picked and len(picked[c]) < per_class:
+            picked[c].append(i)
+    # Interleave the classes (0, 1, 2, 3, 4, 0, 1, …) so any prefix is balanced.
+    order = [picked[c][k] for k in range(per_class) for c in DOWNSTREAM]
+    img = b"".join(images[i * h * w:(i + 1) * h * w] for i in order)
+    lab = bytes(DOWNSTREAM.index(labels[i]) for i in order)
+    write_idx(os.path.join(out, f"{name}-images-idx3-ubyte.gz"), (len(order), h, w), img)
+    write_idx(os.path.join(out, f"{name}-labels-idx1-ubyte.gz"), (len(order),), lab)
+    print(f"{name}: {len(order)} images of {h}×{w}, {per_class} per class")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--src", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--out", default="assets/demo")
+    a = p.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    subset(a.src, "train", TRAIN_PER_CLASS, a.out, "demo-train")
+    subset(a.src, "t10k", VAL_PER_CLASS, a.out, "demo-val")
+
+
+if __name__ == "__main__":
+    main()
