@@ -2,6 +2,10 @@
 """Builds the demonstration dataset shipped in assets/demo/ from Fashion-MNIST (MIT license).
 
   python3 scripts/make_demo_data.py [--src /usr/share/datasets/fashion-mnist] [--out assets/demo]
+  python3 scripts/make_demo_data.py --upstream DIR
+      writes the *upstream* classes 0–4 (all 30 000 training and 5 000 test images) as
+      DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz, the data the shipped checkpoint was
+      pre-trained on (not shipped; see assets/demo/README.md for the `bitgrad pretrain` command).
 
 Input: the four gzipped IDX files of Debian's `dataset-fashion-mnist` package (the same files as
 github.com/zalandoresearch/fashion-mnist). Output, in the same IDX format (gzipped), for the five
@@ -19,6 +23,7 @@ import gzip
 import os
 import struct
 
+UPSTREAM = [0, 1, 2, 3, 4]
 DOWNSTREAM = [5, 6, 7, 8, 9]
 TRAIN_PER_CLASS = 100
 VAL_PER_CLASS = 300
@@ -40,18 +45,20 @@ def write_idx(path, dims, payload):
         f.write(header + payload)
 
 
-def subset(src, split, per_class, out, name):
+def subset(src, split, per_class, out, name, classes=None):
+    classes = DOWNSTREAM if classes is None else classes
     (n, h, w), images = read_idx(os.path.join(src, f"{split}-images-idx3-ubyte.gz"))
     (_,), labels = read_idx(os.path.join(src, f"{split}-labels-idx1-ubyte.gz"))
-    picked = {c: [] for c in DOWNSTREAM}
+    picked = {c: [] for c in classes}
     for i in range(n):
         c = labels[i]
         if c in picked and len(picked[c]) < per_class:
             picked[c].append(i)
+    per_class = min(len(v) for v in picked.values())
     # Interleave the classes (0, 1, 2, 3, 4, 0, 1, …) so any prefix is balanced.
-    order = [picked[c][k] for k in range(per_class) for c in DOWNSTREAM]
+    order = [picked[c][k] for k in range(per_class) for c in classes]
     img = b"".join(images[i * h * w:(i + 1) * h * w] for i in order)
-    lab = bytes(DOWNSTREAM.index(labels[i]) for i in order)
+    lab = bytes(classes.index(labels[i]) for i in order)
     write_idx(os.path.join(out, f"{name}-images-idx3-ubyte.gz"), (len(order), h, w), img)
     write_idx(os.path.join(out, f"{name}-labels-idx1-ubyte.gz"), (len(order),), lab)
     print(f"{name}: {len(order)} images of {h}×{w}, {per_class} per class")
@@ -61,7 +68,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--src", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--out", default="assets/demo")
+    p.add_argument("--upstream", metavar="DIR", help="write the upstream classes 0–4 here instead")
     a = p.parse_args()
+    if a.upstream:
+        os.makedirs(a.upstream, exist_ok=True)
+        subset(a.src, "train", 10**9, a.upstream, "train", UPSTREAM)
+        subset(a.src, "t10k", 10**9, a.upstream, "t10k", UPSTREAM)
+        return
     os.makedirs(a.out, exist_ok=True)
     subset(a.src, "train", TRAIN_PER_CLASS, a.out, "demo-train")
     subset(a.src, "t10k", VAL_PER_CLASS, a.out, "demo-val")
