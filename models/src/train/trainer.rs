@@ -138,7 +138,10 @@ fn start(cfg: &TrainConfig, classes: &[String]) -> Result<(ResNetV2, TrainState,
                     classes.join(", ")
                 )));
             }
-            let model = ResNetV2::from_state_dict_in(&ck.model, DType::F32, cfg.device)?;
+            // The config is the checkpoint's own (exact, unlike inference from shapes, which
+            // cannot always tell the bottleneck ratio of narrow custom models).
+            let mut model = ResNetV2::new_in(&ck.config, 0, DType::F32, cfg.device)?;
+            model.load_state_dict(&ck.model, true)?;
             let state = ck.state.clone();
             Ok((model, state, Some(ck)))
         }
