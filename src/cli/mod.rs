@@ -1,7 +1,9 @@
 //! Subcommand dispatch.
 
 mod bench;
+mod finetune;
 mod info;
+mod pretrain;
 
 use clap::{Parser, Subcommand};
 
@@ -18,11 +20,17 @@ enum Command {
     Info,
     /// Run a benchmark program (prints GFLOP/s or GB/s, with the reference in the same run).
     Bench(bench::BenchArgs),
+    /// Fine-tune BiT weights (or train from scratch) with the BiT-HyperRule on an image dataset.
+    Finetune(finetune::Args),
+    /// Pre-train a model from an architecture on all classes of a dataset (upstream training).
+    Pretrain(pretrain::Args),
 }
 
-pub fn run() -> bitgrad::Result<()> {
+pub fn run() -> bitgrad::models::Result<()> {
     match Cli::parse().command {
-        Command::Info => info::run(),
-        Command::Bench(args) => bench::run(args),
+        Command::Info => Ok(info::run()?),
+        Command::Bench(args) => Ok(bench::run(args)?),
+        Command::Finetune(args) => finetune::run(args),
+        Command::Pretrain(args) => pretrain::run(args),
     }
 }

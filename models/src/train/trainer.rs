@@ -18,7 +18,7 @@ use bitgrad_engine::{DType, Tensor};
 use bitgrad_ops::sgd::Sgd;
 
 use super::chart;
-use super::checkpoint::{Checkpoint, TrainState};
+use super::checkpoint::{Checkpoint, TrainState, MOMENTUM_PREFIX};
 use super::config::{ModelSource, TrainConfig};
 use super::eval::{evaluate, EvalResult};
 use super::metrics::{EvalRecord, MetricsFile, StepRecord};
@@ -116,7 +116,13 @@ fn start(cfg: &TrainConfig, classes: &[String]) -> Result<(ResNetV2, TrainState,
     };
     match &cfg.model {
         ModelSource::Pretrained(sd) => {
-            let mut model = ResNetV2::from_state_dict_in(sd, DType::F32, cfg.device)?;
+            // A training checkpoint works as weights: its optimizer entries are left out.
+            let mut weights = sd.clone();
+            let optim: Vec<String> = sd.names().filter(|n| n.starts_with(MOMENTUM_PREFIX)).map(String::from).collect();
+            for name in optim {
+                weights.remove(&name);
+            }
+            let mut model = ResNetV2::from_state_dict_in(&weights, DType::F32, cfg.device)?;
             model.replace_head(n, HeadInit::Zero, cfg.seed)?;
             Ok((model, fresh(cfg.hyper.clone()), None))
         }
