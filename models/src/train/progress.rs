@@ -24,7 +24,7 @@ impl Progress {
         }
         if std::io::stdout().is_terminal() {
             let bar = ProgressBar::new(total);
-            let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
+            let style = ProgressStyle::with_template("step {pos}/{len} {bar:30} {msg} ETA {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar.set_position(done);
@@ -37,8 +37,8 @@ impl Progress {
         let msg = format!("lr {:.2e} loss {:.4} {:.1} img/s", r.lr, r.loss, r.images_per_second);
         match self {
             Progress::Bar(bar) => {
-                bar.set_position(r.step + 1);
                 bar.set_message(msg);
+                bar.set_position(r.step + 1);
             }
             Progress::Lines { every } if (r.step + 1) % every == 0 || r.step + 1 == total => {
                 println!("step {}/{total} {msg}", r.step + 1);
