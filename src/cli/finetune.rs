@@ -12,7 +12,7 @@ use bitgrad::engine::Rng;
 use bitgrad::models::data::{open_idx_dir, open_safetensors, shots, Cifar, Dataset, ImageFolder, Subset};
 use bitgrad::models::io::{load_weights, LoadOptions};
 use bitgrad::models::schedule::{HyperRule, Resolution, Schedule};
-use bitgrad::models::train::{train, TrainConfig};
+use bitgrad::models::train::{train, Summary, TrainConfig};
 use bitgrad::models::{Error, ResNetV2Config, Result};
 use bitgrad::Device;
 use clap::{Args as ClapArgs, ValueEnum};
@@ -102,7 +102,7 @@ pub struct RunArgs {
     checkpoint_every: u64,
     /// Output folder: checkpoints, metrics.jsonl, chart.png.
     #[arg(long, default_value = "runs/finetune")]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Continue the run of this checkpoint (its HyperRule and seed are used).
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -134,7 +134,7 @@ pub fn run(args: Args) -> Result<()> {
             return Err(Error::Config("give --weights to fine-tune, or --arch to train from scratch".into()))
         }
     };
-    run_training(source, &args.data, &args.hyper, &args.run)
+    run_training(source, &args.data, &args.hyper, &args.run).map(|_| ())
 }
 
 /// The model a run starts from.
@@ -144,7 +144,7 @@ pub enum Source {
 }
 
 /// Opens the data, builds the HyperRule with the overrides, trains and prints the summary.
-pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArgs) -> Result<()> {
+pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArgs) -> Result<Summary> {
     run.device.check_available()?;
     let (train_set, val_set) = open_data(data, run.seed)?;
     let train_set: Arc<dyn Dataset> = match data.shots {
@@ -188,7 +188,7 @@ pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArg
     cfg.stop = ctrl_c_flag();
     let summary = train(&cfg, train_set, Some(val_set))?;
     print!("{}", summary.report());
-    Ok(())
+    Ok(summary)
 }
 
 /// A flag set by the first Ctrl-C (the trainer checkpoints and returns after the current step);
