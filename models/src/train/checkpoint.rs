@@ -160,3 +160,32 @@ fn state_from(m: &BTreeMap<String, String>) -> Result<TrainState> {
         best,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::HyperRule;
+
+    /// Every state value survives the metadata strings exactly (f64s included), and a missing
+    /// key is named.
+    #[test]
+    fn state_round_trips_through_metadata() {
+        let mut hyper = HyperRule::for_dataset(50_000, 32, 32).with_base_lr(0.1 / 3.0).unwrap();
+        hyper.mixup_alpha = 0.1;
+        hyper.batch_split = 8;
+        let state = TrainState {
+            step: 1234,
+            position: Position { epoch: 7, batch: 3 },
+            seed: u64::MAX,
+            hyper,
+            classes: vec!["a cat".into(), "dog".into()],
+            best: Some((2.0 / 3.0, 1000)),
+        };
+        let meta = state_metadata(&state);
+        assert_eq!(state_from(&meta).unwrap(), state);
+        let mut broken = meta.clone();
+        broken.remove("bitgrad.train.batch_split");
+        let msg = state_from(&broken).unwrap_err().to_string();
+        assert!(msg.contains("bitgrad.train.batch_split"), "{msg}");
+    }
+}

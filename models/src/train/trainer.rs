@@ -210,6 +210,16 @@ pub fn train(cfg: &TrainConfig, train: Arc<dyn Dataset>, val: Option<Arc<dyn Dat
     };
     let progress = Progress::new(cfg.progress, state.step, total);
     let first_step = state.step;
+    if let (Some(_), ModelSource::Resume(path), true) = (&resumed, &cfg.model, cfg.progress) {
+        println!(
+            "resuming {} at step {} (epoch {}, batch {}) with its HyperRule and seed {}",
+            path.display(),
+            state.step,
+            state.position.epoch,
+            state.position.batch,
+            state.seed
+        );
+    }
     let (mut images, mut train_seconds, mut last_loss) = (0usize, 0.0f64, None);
     let mut last_written: Option<u64> = None;
     let mut final_eval = None;
