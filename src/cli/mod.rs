@@ -4,9 +4,11 @@ mod backward;
 mod bench;
 mod common;
 mod convert;
+mod finetune;
 mod forward;
 mod info;
 mod predict;
+mod pretrain;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +33,10 @@ enum Command {
     Convert(convert::Args),
     /// Run a benchmark program (prints GFLOP/s, GB/s or img/s, with the reference in the same run).
     Bench(bench::BenchArgs),
+    /// Fine-tune BiT weights (or train from scratch) with the BiT-HyperRule on an image dataset.
+    Finetune(finetune::Args),
+    /// Pre-train a model from an architecture on all classes of a dataset (upstream training).
+    Pretrain(pretrain::Args),
 }
 
 pub fn run() -> bitgrad::models::Result<()> {
@@ -41,5 +47,7 @@ pub fn run() -> bitgrad::models::Result<()> {
         Command::Backward(args) => backward::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Finetune(args) => finetune::run(args),
+        Command::Pretrain(args) => pretrain::run(args),
     }
 }
