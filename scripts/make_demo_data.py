@@ -10,9 +10,11 @@
 Input: the four gzipped IDX files of Debian's `dataset-fashion-mnist` package (the same files as
 github.com/zalandoresearch/fashion-mnist). Output, in the same IDX format (gzipped), for the five
 *downstream* classes 5–9 (Sandal, Shirt, Sneaker, Bag, Ankle boot) only, relabelled 0–4:
-  demo-train-{images,labels}: the first TRAIN_PER_CLASS images of each class in the official
-      training set (the few-shot pool: `--shots k` draws k of them per class, seeded);
-  demo-val-{images,labels}:   the first VAL_PER_CLASS images of each class in the official test set.
+  train-{images-idx3,labels-idx1}-ubyte.gz: the first TRAIN_PER_CLASS images of each class in the
+      official training set (the few-shot pool: `--shots k` draws k of them per class, seeded);
+  t10k-{images-idx3,labels-idx1}-ubyte.gz: the first VAL_PER_CLASS images of each class in the
+      official test set (validation).
+The names are MNIST's, so `bitgrad finetune --data assets/demo --format idx` reads the folder.
 The upstream classes 0–4 (T-shirt/top, Trouser, Pullover, Dress, Coat) are what the shipped
 checkpoint was pre-trained on (`bitgrad pretrain`, see assets/demo/README.md); they are not
 shipped. Standard library only; the output is deterministic.
@@ -76,8 +78,8 @@ def main():
         subset(a.src, "t10k", 10**9, a.upstream, "t10k", UPSTREAM)
         return
     os.makedirs(a.out, exist_ok=True)
-    subset(a.src, "train", TRAIN_PER_CLASS, a.out, "demo-train")
-    subset(a.src, "t10k", VAL_PER_CLASS, a.out, "demo-val")
+    subset(a.src, "train", TRAIN_PER_CLASS, a.out, "train")
+    subset(a.src, "t10k", VAL_PER_CLASS, a.out, "t10k")
 
 
 if __name__ == "__main__":

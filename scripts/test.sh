@@ -40,3 +40,5 @@ done
 
 echo "== example 01_autograd (smoke run)"
 cargo run --quiet --profile test --example 01_autograd
+echo "== the built-in fine-tuning demonstration (the README's main command, test profile)"
+cargo run --quiet --profile test -- finetune

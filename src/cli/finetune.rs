@@ -48,8 +48,9 @@ pub enum Format {
 pub struct DataArgs {
     /// ImageFolder root (train/ and val/, or class folders split by --val-split), CIFAR or IDX
     /// folder, or a safetensors file.
+    /// (Without --data, --weights and --arch: the built-in demonstration.)
     #[arg(long)]
-    data: PathBuf,
+    data: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "imagefolder")]
     format: Format,
     /// Validation fraction for an ImageFolder without train/ and val/, or a safetensors file
@@ -130,6 +131,7 @@ pub fn run(args: Args) -> Result<()> {
         (Some(w), _) => Source::Weights(w.clone()),
         (None, Some(arch)) => Source::Scratch { arch: arch.clone(), zero_head: true },
         (None, None) if args.run.resume.is_some() => Source::Scratch { arch: String::new(), zero_head: true },
+        (None, None) if args.data.data.is_none() => return super::demo::run(),
         (None, None) => {
             return Err(Error::Config("give --weights to fine-tune, or --arch to train from scratch".into()))
         }
@@ -212,17 +214,20 @@ fn ctrl_c_flag() -> Arc<AtomicBool> {
 type Split = (Arc<dyn Dataset>, Arc<dyn Dataset>);
 
 fn open_data(d: &DataArgs, seed: u64) -> Result<Split> {
+    let Some(data) = &d.data else {
+        return Err(Error::Config("give the dataset with --data DIR (or FILE for --format safetensors)".into()));
+    };
     Ok(match d.format {
         Format::Imagefolder => {
-            let (t, v) = ImageFolder::open_train_val(&d.data, d.val_split, seed)?;
+            let (t, v) = ImageFolder::open_train_val(data, d.val_split, seed)?;
             (Arc::new(t), Arc::new(v))
         }
         Format::Cifar10 | Format::Cifar100 => {
             let c = if matches!(d.format, Format::Cifar10) { Cifar::Ten } else { Cifar::HundredFine };
-            (Arc::new(c.open(&d.data, true)?), Arc::new(c.open(&d.data, false)?))
+            (Arc::new(c.open(data, true)?), Arc::new(c.open(data, false)?))
         }
-        Format::Idx => (Arc::new(open_idx_dir(&d.data, true)?), Arc::new(open_idx_dir(&d.data, false)?)),
-        Format::Safetensors => split(Arc::new(open_safetensors(&d.data)?), d.val_split, seed)?,
+        Format::Idx => (Arc::new(open_idx_dir(data, true)?), Arc::new(open_idx_dir(data, false)?)),
+        Format::Safetensors => split(Arc::new(open_safetensors(data)?), d.val_split, seed)?,
     })
 }
 

@@ -4,6 +4,7 @@ mod backward;
 mod bench;
 mod common;
 mod convert;
+mod demo;
 mod finetune;
 mod forward;
 mod info;
