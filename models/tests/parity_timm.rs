@@ -150,3 +150,42 @@ fn r50x1_matches_timm_when_generated() {
         assert!(ours32 <= 2.0 * timm32, "{name}: f32 gradient error {ours32:e}, timm's {timm32:e}");
     }
 }
+
+/// The same weights in BiT's original `.npz` (HWIO, `resnet/…` names; written by the fixture
+/// script and read back exactly by timm's own `.npz` loader) and in timm's safetensors give
+/// bit-identical logits. The `.npz` has no place for the GN group count of a small model, so the
+/// architecture comes from the safetensors' metadata; BiT-sized models infer it (32 groups).
+#[test]
+fn npz_and_safetensors_give_identical_outputs() {
+    use bitgrad_models::io::{load_weights, LoadOptions};
+    let dir = fixture_dir();
+    let st = load_weights(dir.join("mini2.safetensors"), &LoadOptions::new()).unwrap();
+    let npz = load_weights(dir.join("mini2.npz"), &LoadOptions::new()).unwrap();
+    assert_eq!(npz.len(), st.len());
+    let config = ResNetV2Config::infer(&st).unwrap();
+    let from_st = ResNetV2::from_state_dict(&st).unwrap();
+    let mut from_npz = ResNetV2::new(&config, 99).unwrap();
+    from_npz.load_state_dict(&npz, true).unwrap();
+    let x = read_safetensors(&dir.join("mini2_io.safetensors")).get("input").unwrap().clone();
+    let (a, b) =
+        (from_st.forward(&x).unwrap().to_vec::<f32>().unwrap(), from_npz.forward(&x).unwrap().to_vec::<f32>().unwrap());
+    assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{a:?}\n{b:?}");
+
+    let large = dir.join("large");
+    for size in [128, 224] {
+        let (st_path, npz_path) =
+            (large.join(format!("r50x1_{size}.safetensors")), large.join(format!("r50x1_{size}.npz")));
+        if !npz_path.exists() {
+            println!("skipped r50x1_{size}: {} absent (gen_fixtures.py --only models --large)", npz_path.display());
+            continue;
+        }
+        let io = read_safetensors(&large.join(format!("r50x1_{size}_io.safetensors")));
+        let x = io.get("input").unwrap();
+        let logits = |p: &std::path::Path| {
+            let sd = load_weights(p, &LoadOptions::new()).unwrap();
+            ResNetV2::from_state_dict(&sd).unwrap().forward(x).unwrap().to_vec::<f32>().unwrap()
+        };
+        let (a, b) = (logits(&st_path), logits(&npz_path));
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "r50x1_{size}: .npz and safetensors differ");
+    }
+}

@@ -211,9 +211,9 @@ fn ctrl_c_flag() -> Arc<AtomicBool> {
     flag
 }
 
-type Split = (Arc<dyn Dataset>, Arc<dyn Dataset>);
+pub(crate) type Split = (Arc<dyn Dataset>, Arc<dyn Dataset>);
 
-fn open_data(d: &DataArgs, seed: u64) -> Result<Split> {
+pub(crate) fn open_data(d: &DataArgs, seed: u64) -> Result<Split> {
     let Some(data) = &d.data else {
         return Err(Error::Config("give the dataset with --data DIR (or FILE for --format safetensors)".into()));
     };

@@ -10,6 +10,7 @@
 mod elementwise;
 mod gpu;
 mod json;
+mod loader;
 mod matmul;
 mod model;
 mod reference;
@@ -36,6 +37,8 @@ enum Bench {
     Forward(model::Args),
     /// A whole model's training step (fwd, xent, bwd, SGD) in img/s, against timm's in PyTorch.
     Train(model::Args),
+    /// The data pipeline alone (decode, train transform, batching) in img/s.
+    Loader(loader::Args),
 }
 
 /// Options every benchmark takes (the method is described in `timing`).
@@ -77,6 +80,7 @@ pub fn run(args: BenchArgs) -> bitgrad::models::Result<()> {
         Bench::Gpu(a) => Ok(gpu::run(a)?),
         Bench::Forward(a) => model::run(model::Mode::Forward, a),
         Bench::Train(a) => model::run(model::Mode::Train, a),
+        Bench::Loader(a) => loader::run(a),
     }
 }
 
