@@ -29,16 +29,20 @@ cargo test --workspace --all-targets
 cargo test --workspace --doc
 
 echo "== the CUDA emulator: engine property tests, and device parity of every kernel under each mode alone"
-# (The default run above already had every emulator check on at once.)
-BITGRAD_TEST_DEVICE=emu cargo test --quiet -p bitgrad-engine --test props
+# (The default run above already had every emulator check on at once.) Always --workspace with
+# target filters, never -p: a -p build resolves features for one package only, which gives the
+# shared crates another hash and rebuilds the whole chain (minutes on 2 cores).
+BITGRAD_TEST_DEVICE=emu cargo test --quiet --workspace --test props
 for mode in fast shuffle guard; do
-    BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-engine --test device_parity
-    BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-ops --lib gpu_tests
-    BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-ops --test bottleneck_emu
-    BITGRAD_EMU=$mode cargo test --quiet -p bitgrad-models --test parity_timm on_emu
+    BITGRAD_EMU=$mode cargo test --quiet --workspace --test device_parity --test bottleneck_emu
+    BITGRAD_EMU=$mode cargo test --quiet --workspace --lib gpu_tests
+    BITGRAD_EMU=$mode cargo test --quiet --workspace --test parity_timm on_emu
 done
 
+# The binaries `cargo test --workspace --all-targets` built (test profile), run directly: `cargo
+# run` would resolve features for the root package alone and rebuild everything.
+BIN="${CARGO_TARGET_DIR:-target}/debug"
 echo "== example 01_autograd (smoke run)"
-cargo run --quiet --profile test --example 01_autograd
+"$BIN/examples/01_autograd"
 echo "== the built-in fine-tuning demonstration (the README's main command, test profile)"
-cargo run --quiet --profile test -- finetune
+"$BIN/bitgrad" finetune
