@@ -14,4 +14,4 @@ pub use bit::{Activations, ResNetV2, ResNetV2Config};
 pub use bitgrad_ops as ops;
 pub use error::{Error, Result, ShapeProblem};
 pub use io::{load_weights, save_weights, LoadOptions, StateDict};
-pub use nn::{HeadInit, Module, NormKind};
+pub use nn::{norm_spec, parse_norm, HeadInit, Module, NormKind, NORM_SPECS};

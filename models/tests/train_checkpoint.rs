@@ -4,6 +4,7 @@
 
 mod train_util;
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use bitgrad_models::io::{save_safetensors, StateDict};
@@ -134,4 +135,51 @@ fn corrupt_or_foreign_checkpoints_give_clear_errors() {
     c.model = ModelSource::Resume(dir.join("last.safetensors"));
     let msg = train(&c, synthetic(9, 3, 7), None).err().expect("must fail").to_string();
     assert!(msg.contains("classes"), "{msg}");
+}
+
+/// Every tensor of the model, buffers (BN's running statistics) included, by name.
+fn all_tensors(model: &ResNetV2) -> Vec<(String, Vec<f32>)> {
+    model.state_dict().iter().map(|(n, t)| (n.to_string(), t.to_vec::<f32>().unwrap())).collect()
+}
+
+/// A BatchNorm model: the running statistics are checkpointed buffers, so an interrupted and
+/// resumed run ends bit-identical to an uninterrupted one, statistics included; and evaluation
+/// runs in eval mode and hands back train mode (a run evaluating every 2 steps ends exactly
+/// like one that never evaluates: eval changed no statistic and the steps after it updated them
+/// with batch statistics).
+#[test]
+fn batch_norm_run_resumes_bit_identical_running_stats_included() {
+    // 12 examples in batches of 6 (micro-batches of 3): no 1-example micro-batch, which BN in
+    // train mode cannot normalize at the 1×1 layers.
+    let (ds, val) = (synthetic(12, 2, 3), synthetic(8, 2, 4));
+    let h = hyper(&[2, 3, 5, 6, 7], 0.05, 6, 2);
+    let base = |dir: PathBuf, eval_every| {
+        let mut cfg = config(h.clone(), 2);
+        let bn = tiny_config(2).with_norm("bn_ws").unwrap();
+        cfg.model = ModelSource::Scratch { config: bn, zero_head: false };
+        cfg.eval_every = eval_every;
+        cfg.out_dir = Some(dir);
+        cfg
+    };
+    let quiet = train(&base(tmp_dir("bn-noeval"), 0), ds.clone(), None).unwrap();
+    let full = train(&base(tmp_dir("bn-full"), 2), ds.clone(), Some(val.clone())).unwrap();
+    assert!(full.model.is_training(), "train mode after the final evaluation");
+    let stats = all_tensors(&full.model);
+    let rv = stats.iter().find(|(n, _)| n == "norm.running_var").unwrap();
+    assert!(rv.1.iter().any(|&v| v != 1.0), "the running variance was updated");
+    assert_eq!(all_tensors(&quiet.model), stats, "evaluations leave training unchanged");
+
+    let dir = tmp_dir("bn-parts");
+    let mut first = base(dir.clone(), 2);
+    first.stop_after = Some(3);
+    let part = train(&first, ds.clone(), Some(val.clone())).unwrap();
+    assert_eq!(part.steps, 3);
+    let saved = Checkpoint::load(&dir.join("last.safetensors")).unwrap();
+    assert!(saved.model.contains("stages.2.blocks.0.norm2.running_mean"));
+    let mut second = base(dir.clone(), 2);
+    second.model = ModelSource::Resume(dir.join("last.safetensors"));
+    let resumed = train(&second, ds, Some(val)).unwrap();
+    assert_eq!(resumed.steps, 7);
+    assert_eq!(all_tensors(&resumed.model), stats);
+    assert_eq!(resumed.final_eval, full.final_eval);
 }

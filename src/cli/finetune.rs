@@ -26,6 +26,11 @@ pub struct Args {
     /// Architecture for a from-scratch run (e.g. resnetv2_50x1_bit, resnetv2_tiny_bit).
     #[arg(long)]
     arch: Option<String>,
+    /// Normalization of a from-scratch model: gn_ws (BiT's default), gn, gnK_ws, gnK, bn_ws,
+    /// bn, ln_ws, ln, in_ws, in, ws, none. With --weights the file decides (an error if it
+    /// disagrees).
+    #[arg(long)]
+    norm: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -128,9 +133,11 @@ pub struct RunArgs {
 
 pub fn run(args: Args) -> Result<()> {
     let source = match (&args.weights, &args.arch) {
-        (Some(w), _) => Source::Weights(w.clone()),
-        (None, Some(arch)) => Source::Scratch { arch: arch.clone(), zero_head: true },
-        (None, None) if args.run.resume.is_some() => Source::Scratch { arch: String::new(), zero_head: true },
+        (Some(w), _) => Source::Weights { path: w.clone(), norm: args.norm.clone() },
+        (None, Some(arch)) => Source::Scratch { arch: arch.clone(), norm: args.norm.clone(), zero_head: true },
+        (None, None) if args.run.resume.is_some() => {
+            Source::Scratch { arch: String::new(), norm: args.norm.clone(), zero_head: true }
+        }
         (None, None) if args.data.data.is_none() => return super::demo::run(),
         (None, None) => {
             return Err(Error::Config("give --weights to fine-tune, or --arch to train from scratch".into()))
@@ -141,8 +148,23 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The model a run starts from.
 pub enum Source {
-    Weights(PathBuf),
-    Scratch { arch: String, zero_head: bool },
+    /// Pre-trained weights; `norm`, when given, must be the file's own normalization.
+    Weights { path: PathBuf, norm: Option<String> },
+    /// A fresh model of `arch` with the normalization spec `norm` (the architecture's own when
+    /// `None`).
+    Scratch { arch: String, norm: Option<String>, zero_head: bool },
+}
+
+/// Errors unless `spec` describes the normalization the weights' config already has.
+fn check_norm_agrees(config: &ResNetV2Config, spec: &str, path: &std::path::Path) -> Result<()> {
+    if config.clone().with_norm(spec).ok().as_ref() == Some(config) {
+        return Ok(());
+    }
+    let has = bitgrad::models::norm_spec(&config.norm, config.ws).unwrap_or_else(|| config.norm.name());
+    Err(Error::Config(format!(
+        "--norm {spec} disagrees with {}, whose normalization is {has}: the weights decide (drop --norm)",
+        path.display()
+    )))
 }
 
 /// Opens the data, builds the HyperRule with the overrides, trains and prints the summary.
@@ -168,10 +190,22 @@ pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArg
         hyper.mixup_alpha
     );
     let mut cfg = match (&run.resume, source) {
+        (Some(_), Source::Weights { norm: Some(_), .. } | Source::Scratch { norm: Some(_), .. }) => {
+            return Err(Error::Config("--norm with --resume: the checkpoint decides the normalization".into()))
+        }
         (Some(ck), _) => TrainConfig::resume(ck, hyper),
-        (None, Source::Weights(w)) => TrainConfig::finetune(load_weights(&w, &LoadOptions::new())?, hyper),
-        (None, Source::Scratch { arch, zero_head }) => {
-            let config = ResNetV2Config::named(&arch, train_set.num_classes())?;
+        (None, Source::Weights { path, norm }) => {
+            let sd = load_weights(&path, &LoadOptions::new())?;
+            if let Some(spec) = norm {
+                check_norm_agrees(&ResNetV2Config::infer(&sd)?, &spec, &path)?;
+            }
+            TrainConfig::finetune(sd, hyper)
+        }
+        (None, Source::Scratch { arch, norm, zero_head }) => {
+            let mut config = ResNetV2Config::named(&arch, train_set.num_classes())?;
+            if let Some(spec) = norm {
+                config = config.with_norm(&spec)?;
+            }
             match zero_head {
                 true => TrainConfig::scratch(config, hyper),
                 false => TrainConfig::pretrain(config, hyper),

@@ -15,6 +15,10 @@ pub struct Args {
     /// Architecture, e.g. resnetv2_tiny_bit or resnetv2_50x1_bit.
     #[arg(long, default_value = "resnetv2_tiny_bit")]
     arch: String,
+    /// Normalization: gn_ws (BiT's default), gn, gnK_ws, gnK, bn_ws, bn, ln_ws, ln, in_ws, in,
+    /// ws, none (default: the architecture's own).
+    #[arg(long)]
+    norm: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -25,8 +29,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let out = args.run.out.clone();
-    let summary =
-        run_training(Source::Scratch { arch: args.arch, zero_head: false }, &args.data, &args.hyper, &args.run)?;
+    let summary = run_training(
+        Source::Scratch { arch: args.arch, norm: args.norm, zero_head: false },
+        &args.data,
+        &args.hyper,
+        &args.run,
+    )?;
     if !summary.interrupted {
         let mut sd = StateDict::new();
         for (name, t) in summary.model.state_dict().iter() {

@@ -5,7 +5,7 @@
 use bitgrad_ops::weight_std::{WS_EPS_BIT, WS_EPS_TIMM};
 
 use crate::error::{Error, Result};
-use crate::nn::NormKind;
+use crate::nn::{parse_norm, NormKind};
 
 /// The six BiT variants timm registers, in bit-spec's order.
 pub const BIT_NAMES: [&str; 6] = [
@@ -110,6 +110,33 @@ impl ResNetV2Config {
         ResNetV2Config { ws_eps: WS_EPS_BIT, ..self }
     }
 
+    /// This architecture with the normalization (and WS on/off) of a [`parse_norm`] spec:
+    /// `gn_ws`, `gn8`, `bn`, `ln_ws`, `in`, `ws`, `none`, …, checked against the widths.
+    ///
+    /// A bare `gn`/`gn_ws` means BiT's 32 groups where every normalized width allows it; on
+    /// narrower models (the small configs have 8- and 16-wide layers) it takes the largest
+    /// group count dividing 32 and every width, so one spec fits every architecture (the
+    /// groups are recorded in the metadata). An explicit `gnK` is kept as given and errors when
+    /// a width is not divisible by K.
+    pub fn with_norm(self, spec: &str) -> Result<Self> {
+        let (mut norm, ws) = parse_norm(spec)?;
+        let bare_gn = matches!(spec.trim().to_ascii_lowercase().as_str(), "gn" | "gn_ws");
+        if let (true, NormKind::Group { groups, .. }) = (bare_gn, &mut norm) {
+            *groups = self.normalized_widths().fold(*groups, gcd);
+        }
+        let cfg = ResNetV2Config { norm, ws, ..self };
+        cfg.validate().map_err(|e| match e {
+            Error::Config(msg) => Error::Config(format!("normalization {spec:?}: {msg}")),
+            e => e,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Every width a norm layer normalizes: each stage's input, bottleneck and output width.
+    fn normalized_widths(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..4).flat_map(move |i| [self.stage_in(i), self.mid_chs(i), self.channels[i]])
+    }
+
     /// The name of the architecture when it is one of the named configs (any head size, any ε).
     pub fn name(&self) -> Option<&'static str> {
         let names = BIT_NAMES.iter().chain(SMALL.iter().map(|s| &s.0));
@@ -155,10 +182,8 @@ impl ResNetV2Config {
         if !(self.ws_eps >= 0.0 && self.ws_eps.is_finite()) {
             return bad(format!("ws_eps must be finite and ≥ 0, got {}", self.ws_eps));
         }
-        for i in 0..4 {
-            self.norm.check(self.stage_in(i))?;
-            self.norm.check(self.channels[i])?;
-            self.norm.check(self.mid_chs(i))?;
+        for w in self.normalized_widths() {
+            self.norm.check(w)?;
         }
         Ok(())
     }
@@ -184,6 +209,14 @@ impl ResNetV2Config {
     /// The WS ε the convs use, `None` when WS is off.
     pub fn ws_eps_opt(&self) -> Option<f64> {
         self.ws.then_some(self.ws_eps)
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 

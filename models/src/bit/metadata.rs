@@ -8,7 +8,7 @@
 //! | `bitgrad.layers`, `bitgrad.channels` | `3,4,6,3`, `256,512,1024,2048` |
 //! | `bitgrad.stem_chs`, `bitgrad.bottle_ratio` | `64`, `0.25` |
 //! | `bitgrad.num_classes`, `bitgrad.in_chans` | `1000`, `3` |
-//! | `bitgrad.norm` | `group_norm`, `batch_norm`, `layer_norm`, `none` |
+//! | `bitgrad.norm` | `group_norm`, `batch_norm`, `layer_norm`, `instance_norm`, `none` |
 //! | `bitgrad.norm_groups` | `32` (group_norm only) |
 //! | `bitgrad.norm_eps`, `bitgrad.bn_momentum` | `1e-5`, `0.1` (batch_norm only) |
 //! | `bitgrad.ws`, `bitgrad.ws_eps` | `true`, `1e-8` |
@@ -47,7 +47,7 @@ impl ResNetV2Config {
                 put("norm_groups", groups.to_string());
                 put("norm_eps", format!("{eps:e}"));
             }
-            NormKind::Layer { eps } => put("norm_eps", format!("{eps:e}")),
+            NormKind::Layer { eps } | NormKind::Instance { eps } => put("norm_eps", format!("{eps:e}")),
             NormKind::Batch { momentum, eps } => {
                 put("norm_eps", format!("{eps:e}"));
                 put("bn_momentum", momentum.to_string());
@@ -88,11 +88,12 @@ pub(crate) fn norm_from(meta: &BTreeMap<String, String>) -> Result<NormKind> {
     Ok(match name.as_str() {
         "group_norm" => NormKind::Group { groups: field(meta, "norm_groups")?, eps: field(meta, "norm_eps")? },
         "layer_norm" => NormKind::Layer { eps: field(meta, "norm_eps")? },
+        "instance_norm" => NormKind::Instance { eps: field(meta, "norm_eps")? },
         "batch_norm" => NormKind::Batch { momentum: field(meta, "bn_momentum")?, eps: field(meta, "norm_eps")? },
         "none" => NormKind::None,
         other => {
             return Err(Error::Config(format!(
-                "metadata {PREFIX}norm = {other:?}: not a built-in norm (group_norm, batch_norm, layer_norm, none)"
+                "metadata {PREFIX}norm = {other:?}: not a built-in norm (group_norm, batch_norm, layer_norm, instance_norm, none)"
             )))
         }
     })

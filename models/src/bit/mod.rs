@@ -13,4 +13,6 @@ pub use config::{make_divisible, ResNetV2Config, BIT_NAMES};
 pub use model::{Activations, ResNetV2};
 
 #[cfg(test)]
+mod norm_choice_tests;
+#[cfg(test)]
 mod tests;

@@ -7,10 +7,12 @@ mod head;
 mod init;
 mod module;
 mod norm;
+mod norm_spec;
 mod std_conv;
 
 pub use head::{Head, HeadInit};
 pub use init::{Fill, Init};
 pub use module::{join, Module, ParamKind};
 pub use norm::{BatchNormAct, GroupNormAct, NormFactory, NormKind, NormLayer, ReluOnly};
+pub use norm_spec::{norm_spec, parse_norm, NORM_SPECS};
 pub use std_conv::StdConv2d;

@@ -3,8 +3,10 @@
 //!
 //! The model never names a concrete layer: it asks the config's [`NormKind`] to build one per
 //! normalized width. Built in: GroupNorm (BiT's default, 32 groups), BatchNorm (running stats,
-//! train/eval), LayerNorm over (C, H, W) = GroupNorm with one group, and none (ReLU only).
-//! Another norm (InstanceNorm, a user-defined one) is a type implementing [`NormLayer`] plus a
+//! train/eval), LayerNorm over (C, H, W) = GroupNorm with one group, InstanceNorm = GroupNorm
+//! with one group per channel (so the group count follows each layer's width), and none (ReLU
+//! only). Textual choices (`gn_ws`, `bn`, `in`, …) are parsed by [`super::parse_norm`].
+//! Another norm (Filter Response Normalization in `examples/custom_norm/`, say) is a type implementing [`NormLayer`] plus a
 //! [`NormFactory`] that builds it, plugged in as `NormKind::Custom(Arc::new(factory))` — or, for
 //! a built-in, one more enum variant — without touching the model code.
 
@@ -47,6 +49,9 @@ pub enum NormKind {
     Batch { momentum: f64, eps: f64 },
     /// LayerNorm over (C, H, W) with per-channel affine: GroupNorm with one group.
     Layer { eps: f64 },
+    /// InstanceNorm with per-channel affine: GroupNorm with C groups, C being each layer's own
+    /// width (so it has no group count of its own).
+    Instance { eps: f64 },
     /// No normalization and no tensors: the ReLU alone.
     None,
     /// Any other norm.
@@ -69,13 +74,19 @@ impl NormKind {
     pub fn layer() -> Self {
         NormKind::Layer { eps: GN_EPS }
     }
+    /// InstanceNorm with ε 1e-5 (PyTorch's `InstanceNorm2d` default).
+    pub fn instance() -> Self {
+        NormKind::Instance { eps: GN_EPS }
+    }
 
-    /// `group_norm`, `batch_norm`, `layer_norm`, `none`, or the custom factory's name.
+    /// `group_norm`, `batch_norm`, `layer_norm`, `instance_norm`, `none`, or the custom
+    /// factory's name (also the `bitgrad.norm` metadata value).
     pub fn name(&self) -> String {
         match self {
             NormKind::Group { .. } => "group_norm".into(),
             NormKind::Batch { .. } => "batch_norm".into(),
             NormKind::Layer { .. } => "layer_norm".into(),
+            NormKind::Instance { .. } => "instance_norm".into(),
             NormKind::None => "none".into(),
             NormKind::Custom(f) => f.name(),
         }
@@ -94,7 +105,9 @@ impl NormKind {
 
     pub fn param_count(&self, channels: usize) -> usize {
         match self {
-            NormKind::Group { .. } | NormKind::Batch { .. } | NormKind::Layer { .. } => 2 * channels,
+            NormKind::Group { .. } | NormKind::Batch { .. } | NormKind::Layer { .. } | NormKind::Instance { .. } => {
+                2 * channels
+            }
             NormKind::None => 0,
             NormKind::Custom(f) => f.param_count(channels),
         }
@@ -105,6 +118,7 @@ impl NormKind {
         Ok(match self {
             NormKind::Group { groups, eps } => Box::new(GroupNormAct::new(init, prefix, channels, *groups, *eps)?),
             NormKind::Layer { eps } => Box::new(GroupNormAct::new(init, prefix, channels, 1, *eps)?),
+            NormKind::Instance { eps } => Box::new(GroupNormAct::new(init, prefix, channels, channels, *eps)?),
             NormKind::Batch { momentum, eps } => Box::new(BatchNormAct::new(init, prefix, channels, *momentum, *eps)?),
             NormKind::None => Box::new(ReluOnly),
             NormKind::Custom(f) => f.build(init, prefix, channels)?,
@@ -118,6 +132,7 @@ impl fmt::Debug for NormKind {
             NormKind::Group { groups, eps } => write!(f, "GroupNorm(groups={groups}, eps={eps:e})"),
             NormKind::Batch { momentum, eps } => write!(f, "BatchNorm(momentum={momentum}, eps={eps:e})"),
             NormKind::Layer { eps } => write!(f, "LayerNorm(eps={eps:e})"),
+            NormKind::Instance { eps } => write!(f, "InstanceNorm(eps={eps:e})"),
             NormKind::None => write!(f, "None"),
             NormKind::Custom(c) => write!(f, "Custom({})", c.name()),
         }
@@ -131,7 +146,7 @@ impl PartialEq for NormKind {
         match (self, other) {
             (Group { groups: a, eps: e }, Group { groups: b, eps: f }) => a == b && e == f,
             (Batch { momentum: a, eps: e }, Batch { momentum: b, eps: f }) => a == b && e == f,
-            (Layer { eps: e }, Layer { eps: f }) => e == f,
+            (Layer { eps: e }, Layer { eps: f }) | (Instance { eps: e }, Instance { eps: f }) => e == f,
             (None, None) => true,
             (Custom(a), Custom(b)) => Arc::ptr_eq(a, b),
             _ => false,
