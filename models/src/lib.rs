@@ -8,6 +8,7 @@ mod error;
 pub mod io;
 pub mod nn;
 pub mod schedule;
+pub mod study;
 pub mod train;
 
 pub use bit::{Activations, ResNetV2, ResNetV2Config};

@@ -10,6 +10,7 @@ mod forward;
 mod info;
 mod predict;
 mod pretrain;
+mod study;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,8 @@ enum Command {
     Finetune(finetune::Args),
     /// Pre-train a model from an architecture on all classes of a dataset (upstream training).
     Pretrain(pretrain::Args),
+    /// Research studies: `study norms` compares normalizations across batch sizes.
+    Study(study::Args),
 }
 
 pub fn run() -> bitgrad::models::Result<()> {
@@ -50,5 +53,6 @@ pub fn run() -> bitgrad::models::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Pretrain(args) => pretrain::run(args),
+        Command::Study(args) => study::run(args),
     }
 }
