@@ -14,7 +14,8 @@
 //! 3. a factory implementing `NormFactory` (name, width check, parameter count, build);
 //! 4. `ResNetV2Config { norm: NormKind::Custom(Arc::new(factory)), .. }`.
 //!
-//! FRN runs on the CPU only: on a GPU device its forward returns an error saying so.
+//! FRN runs anywhere: on the CPU with its own forward and backward, on a GPU device (Cuda, Emu)
+//! composed of the engine's primitives with autograd's backward (see frn.rs).
 
 // `cargo test` builds this file with the test harness as entry point, where only `frn`'s tests run.
 #![cfg_attr(test, allow(dead_code))]
