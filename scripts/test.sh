@@ -39,8 +39,10 @@ for mode in fast shuffle guard; do
     BITGRAD_EMU=$mode cargo test --quiet --workspace --test parity_timm on_emu
 done
 
-# The binaries `cargo test --workspace --all-targets` built (test profile), run directly: `cargo
-# run` would resolve features for the root package alone and rebuild everything.
+# The binaries of the test build, run directly: `cargo run` would resolve features for the root
+# package alone and rebuild everything; a --workspace build reuses the test build's artifacts
+# and only links the example and the CLI (seconds).
+cargo build --quiet --workspace --profile test --examples --bins
 BIN="${CARGO_TARGET_DIR:-target}/debug"
 echo "== example 01_autograd (smoke run)"
 "$BIN/examples/01_autograd"
