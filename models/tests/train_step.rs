@@ -110,3 +110,27 @@ fn emu_run_matches_the_cpu() {
         assert!(worst < 2e-3, "{}: Emu differs from the CPU by {worst}", a.0);
     }
 }
+
+/// Fine-tuning trains copies: the state dict it starts from is unchanged afterwards, so several
+/// runs can start from one set of weights (the built-in demonstration does). Before the fix the
+/// model's parameters shared storage with the state dict and SGD updated it in place.
+#[test]
+fn finetuning_leaves_the_starting_weights_unchanged() {
+    use bitgrad_models::train::TrainConfig;
+    let arch = bitgrad_models::ResNetV2Config::named("resnetv2_tiny_bit", 3).unwrap();
+    let mut start = ResNetV2::new(&arch, 7).unwrap().state_dict();
+    start.metadata_mut().extend(arch.to_metadata());
+    let before: Vec<Vec<f32>> = start.iter().map(|(_, t)| t.to_vec::<f32>().unwrap()).collect();
+    let mut cfg = TrainConfig::finetune(start.clone(), hyper(&[1, 2, 3, 4, 5], 0.1, 8, 1));
+    cfg.workers = 1;
+    cfg.stop_after = Some(3);
+    let trained = train(&cfg, synthetic(24, 3, 2), None).unwrap().model;
+    let after: Vec<Vec<f32>> = start.iter().map(|(_, t)| t.to_vec::<f32>().unwrap()).collect();
+    assert!(before == after, "the starting state dict was modified by training");
+    let moved = trained
+        .state_dict()
+        .iter()
+        .zip(&before)
+        .any(|((n, t), b)| !n.starts_with("head") && t.to_vec::<f32>().unwrap() != *b);
+    assert!(moved, "training must move the body's weights");
+}

@@ -40,7 +40,8 @@ const DRAWS: [u64; 3] = [0, 1, 2];
 /// the whole few-shot set as one batch (≤ 50 images; BiT: 512), no MixUp (BiT: none below 20 k
 /// examples), momentum 0.9, no weight decay, zero head. The base lr is 0.01 instead of BiT's
 /// 0.003, which under-trains both columns in 100 steps (measured: docs/benchmarks.md, "The
-/// demonstration"); longer schedules let training from scratch catch up on these easy classes.
+/// demonstration" — where it also says that this upstream checkpoint does not yet beat training
+/// from scratch).
 const STEPS: u64 = 100;
 const LR: f64 = 0.01;
 

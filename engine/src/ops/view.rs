@@ -116,6 +116,13 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
+        self.copy()
+    }
+
+    /// A fresh contiguous copy in storage of its own, also when `self` is already contiguous
+    /// (`contiguous` would share it): for a tensor that will be updated in place without touching
+    /// the original. Differentiable, as `contiguous`.
+    pub fn copy(&self) -> Result<Tensor> {
         let out = match &*self.storage() {
             Storage::Cpu(s) => Storage::Cpu(cpu::copy::contiguous(s, self.layout())),
             Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::copy::contiguous(s, self.layout())?),

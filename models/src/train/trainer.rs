@@ -25,6 +25,7 @@ use super::metrics::{EvalRecord, MetricsFile, StepRecord};
 use super::progress::Progress;
 use super::step::accumulate_step;
 use crate::data::{Batch, Batches, Dataset, Loader, LoaderConfig, MixUp, Order, Skipped, Transform};
+use crate::nn::ParamKind;
 use crate::{Error, HeadInit, Module, ResNetV2, Result};
 
 /// Keys MixUp's draws apart from the loader's (both are derived from the run's seed).
@@ -124,6 +125,10 @@ fn start(cfg: &TrainConfig, classes: &[String]) -> Result<(ResNetV2, TrainState,
             }
             let mut model = ResNetV2::from_state_dict_in(&weights, DType::F32, cfg.device)?;
             model.replace_head(n, HeadInit::Zero, cfg.seed)?;
+            // Building shares storage with `weights` when no conversion was needed, and SGD
+            // updates in place: train on copies, so the caller's weights stay as they were
+            // (the demonstration starts many runs from one state dict).
+            own_parameters(&mut model)?;
             Ok((model, fresh(cfg.hyper.clone()), None))
         }
         ModelSource::Scratch { config, zero_head } => {
@@ -401,4 +406,18 @@ fn read_metrics(path: &Path) -> Result<(Series, Series)> {
         }
     }
     Ok((losses, accs))
+}
+
+/// Gives every tensor of `model` that shares its storage with another handle a copy of its own.
+fn own_parameters(model: &mut ResNetV2) -> Result<()> {
+    let mut result = Ok(());
+    model.visit_mut("", &mut |_, t, kind| {
+        if result.is_ok() && t.storage_refcount() > 1 {
+            match t.detach().copy() {
+                Ok(c) => *t = c.requires_grad_(kind == ParamKind::Parameter),
+                Err(e) => result = Err(e),
+            }
+        }
+    });
+    Ok(result?)
 }
