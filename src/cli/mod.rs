@@ -10,6 +10,7 @@ mod forward;
 mod info;
 mod predict;
 mod pretrain;
+mod shipped;
 mod study;
 
 use clap::{Parser, Subcommand};

@@ -1,26 +1,21 @@
 //! `bitgrad study norms`: the normalization study (models/src/study) on the shipped data —
-//! Fashion-MNIST classes 5–9 of assets/demo, built into the binary so the study runs on a fresh
-//! clone: the 500 training images (100 per class) to train on, the 1 500 test images to measure
+//! five Fashion-MNIST classes of assets/demo (src/cli/shipped.rs), built into the binary so the
+//! study runs on a fresh clone: the 500 training images (100 per class) to train on, the 1 500 test images to measure
 //! top-1. `--data DIR` uses another IDX folder (e.g. the whole Fashion-MNIST) instead.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args as ClapArgs, Subcommand};
 
-use bitgrad::models::data::{idx_from_bytes, open_idx_dir, Dataset};
+use bitgrad::models::data::{open_idx_dir, Dataset};
 use bitgrad::models::schedule::Resolution;
 use bitgrad::models::study::NormStudy;
 use bitgrad::models::{Error, Result};
 use bitgrad::Device;
 
-const TRAIN_IMAGES: &[u8] = include_bytes!("../../assets/demo/train-images-idx3-ubyte.gz");
-const TRAIN_LABELS: &[u8] = include_bytes!("../../assets/demo/train-labels-idx1-ubyte.gz");
-const TEST_IMAGES: &[u8] = include_bytes!("../../assets/demo/t10k-images-idx3-ubyte.gz");
-const TEST_LABELS: &[u8] = include_bytes!("../../assets/demo/t10k-labels-idx1-ubyte.gz");
-/// The shipped classes, Fashion-MNIST's 5–9 relabelled 0–4 (assets/demo/README.md).
-const CLASSES: [&str; 5] = ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+use super::shipped;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -82,17 +77,11 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-fn shipped(images: &[u8], labels: &[u8], name: &str) -> Result<Arc<dyn Dataset>> {
-    let ds =
-        idx_from_bytes(images, Path::new(&format!("{name}-images")), labels, Path::new(&format!("{name}-labels")))?;
-    Ok(Arc::new(ds.with_classes(CLASSES.iter().map(|c| c.to_string()).collect())?))
-}
-
 fn norms(a: NormsArgs) -> Result<()> {
     let started = Instant::now();
     let (train, test): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match &a.data {
         Some(dir) => (Arc::new(open_idx_dir(dir, true)?), Arc::new(open_idx_dir(dir, false)?)),
-        None => (shipped(TRAIN_IMAGES, TRAIN_LABELS, "demo-train")?, shipped(TEST_IMAGES, TEST_LABELS, "demo-test")?),
+        None => (shipped::train_set()?, shipped::test_set()?),
     };
     let [precrop, crop] = a.resolution[..] else {
         return Err(Error::Config(format!("--resolution takes two sizes, got {:?}", a.resolution)));
