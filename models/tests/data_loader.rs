@@ -167,27 +167,3 @@ fn resume_drop_last_replacement_and_stop() {
     assert!(bench.images_per_second > 0.0);
     assert!(Loader::new(ds, CROP, cfg(0, Order::Shuffle, 1, 0)).is_err());
 }
-
-/// Loader-only throughput on Fashion-MNIST-like data (28×28 gray, the HyperRule's 160 → 128
-/// train transform). Run: `cargo test -p bitgrad-models --release --test data_loader --
-/// --ignored --nocapture`.
-#[test]
-#[ignore = "a measurement, not a check"]
-fn loader_throughput() {
-    let n = 2048;
-    let px: Vec<u8> = (0..n * 28 * 28).map(|i| (i * 31 % 251) as u8).collect();
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
-    let classes = InMemory::numbered_classes(&labels);
-    let ds: Arc<dyn Dataset> = Arc::new(InMemory::new("fm-like", px, labels, classes, (28, 28, 1)).unwrap());
-    let res = Resolution { precrop: 160, crop: 128 };
-    for workers in [1, 2, 4] {
-        for (name, t) in [("train 160→128", Transform::train(res)), ("eval 128", Transform::eval(res))] {
-            let loader = Loader::new(ds.clone(), t, cfg(64, Order::Shuffle, workers, 0)).unwrap();
-            let b = bench_loader(&loader, 24).unwrap();
-            println!(
-                "{workers} worker(s), {name}: {:.0} img/s ({} images in {:.2} s)",
-                b.images_per_second, b.images, b.seconds
-            );
-        }
-    }
-}

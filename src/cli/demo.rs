@@ -61,7 +61,7 @@ fn run_one(
     train_set: Arc<dyn Dataset>,
     val: Arc<dyn Dataset>,
     seed: u64,
-) -> Result<(f64, f64)> {
+) -> Result<f64> {
     let h = hyper(train_set.len())?;
     let mut cfg = match weights {
         Some(w) => TrainConfig::finetune(w.clone(), h),
@@ -71,8 +71,7 @@ fn run_one(
     cfg.workers = 1;
     cfg.eval_batch = 250;
     let s = train(&cfg, train_set, Some(val))?;
-    let top1 = s.final_eval.as_ref().map_or(0.0, |e| e.top1);
-    Ok((top1, s.seconds))
+    Ok(s.final_eval.as_ref().map_or(0.0, |e| e.top1))
 }
 
 pub fn run() -> Result<()> {
@@ -108,8 +107,8 @@ pub fn run() -> Result<()> {
         let (mut transfer, mut scratch) = (Vec::new(), Vec::new());
         for draw in DRAWS {
             let subset: Arc<dyn Dataset> = Arc::new(shots(pool.clone(), k, draw)?);
-            transfer.push(run_one(Some(&weights), &config, subset.clone(), val.clone(), draw)?.0);
-            scratch.push(run_one(None, &config, subset, val.clone(), draw)?.0);
+            transfer.push(run_one(Some(&weights), &config, subset.clone(), val.clone(), draw)?);
+            scratch.push(run_one(None, &config, subset, val.clone(), draw)?);
         }
         let gains: Vec<f64> = transfer.iter().zip(&scratch).map(|(t, s)| t - s).collect();
         let won = gains.iter().filter(|g| **g > 0.0).count();

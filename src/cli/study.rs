@@ -1,7 +1,8 @@
 //! `bitgrad study norms`: the normalization study (models/src/study) on the shipped data —
 //! five Fashion-MNIST classes of assets/demo (src/cli/shipped.rs), built into the binary so the
-//! study runs on a fresh clone: the 500 training images (100 per class) to train on, the 1 500 test images to measure
-//! top-1. `--data DIR` uses another IDX folder (e.g. the whole Fashion-MNIST) instead.
+//! study runs on a fresh clone: the 500 training images (100 per class) to train on, the 1 500
+//! test images to measure top-1. `--data DIR` uses another IDX folder (e.g. the whole
+//! Fashion-MNIST) instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
