@@ -56,14 +56,32 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The GPU device the CLI tests use: `BITGRAD_GPU_TEST_DEVICE` (`cuda` under the CUDA shim in
+/// `scripts/test.sh`), else the emulator.
+fn gpu_device() -> String {
+    std::env::var("BITGRAD_GPU_TEST_DEVICE").ok().filter(|d| !d.trim().is_empty()).unwrap_or_else(|| "emu".into())
+}
+
 #[test]
 fn forward_and_backward_agree_with_timm() {
-    for name in ["tiny", "mini2"] {
+    check_against_timm(&["tiny", "mini2"], "cpu");
+}
+
+/// `--device cuda` (or `emu`): the same fixtures, through the binary on the GPU device.
+#[test]
+fn forward_and_backward_on_the_gpu_device_agree_with_timm() {
+    check_against_timm(&["mini2"], &gpu_device());
+}
+
+fn check_against_timm(names: &[&str], device: &str) {
+    for &name in names {
         let (w, io_file) =
             (fixtures().join(format!("{name}.safetensors")), fixtures().join(format!("{name}_io.safetensors")));
         let want = load(&io_file);
-        let out = tmp(&format!("{name}_fwd.safetensors"));
-        ok(&["forward", "--weights", s(&w), "--input", s(&io_file), "--out", s(&out), "--activations"]);
+        let out = tmp(&format!("{name}_{device}_fwd.safetensors"));
+        let dev = ["--device", device];
+        ok(&[&["forward", "--weights", s(&w), "--input", s(&io_file), "--out", s(&out), "--activations"][..], &dev]
+            .concat());
         let got = load(&out);
         assert!(rel(got.get("logits").unwrap(), want.get("logits").unwrap()) < 1e-4, "{name} logits");
         for (ours, theirs) in [
@@ -77,8 +95,8 @@ fn forward_and_backward_agree_with_timm() {
         }
 
         // Labels from the file's "labels".
-        let out = tmp(&format!("{name}_bwd.safetensors"));
-        ok(&["backward", "--weights", s(&w), "--input", s(&io_file), "--out", s(&out)]);
+        let out = tmp(&format!("{name}_{device}_bwd.safetensors"));
+        ok(&[&["backward", "--weights", s(&w), "--input", s(&io_file), "--out", s(&out)][..], &dev].concat());
         let got = load(&out);
         assert!(rel(got.get("loss").unwrap(), want.get("loss").unwrap()) < 1e-5, "{name} loss");
         let mut grads = 0;
@@ -93,11 +111,11 @@ fn forward_and_backward_agree_with_timm() {
 }
 
 #[test]
-fn forward_on_emu_and_labels_flag() {
+fn forward_on_the_gpu_device_and_labels_flag() {
     let (w, io_file) = (fixtures().join("tiny.safetensors"), fixtures().join("tiny_io.safetensors"));
     let want = load(&io_file);
-    let out = tmp("emu.safetensors");
-    ok(&["forward", "-w", s(&w), "--input", s(&io_file), "-o", s(&out), "--device", "emu"]);
+    let out = tmp("gpu.safetensors");
+    ok(&["forward", "-w", s(&w), "--input", s(&io_file), "-o", s(&out), "--device", &gpu_device()]);
     assert!(rel(load(&out).get("logits").unwrap(), want.get("logits").unwrap()) < 1e-4);
     // --labels overrides the file: other labels, another loss.
     let labels: Vec<i64> = want.get("labels").unwrap().to_vec().unwrap();

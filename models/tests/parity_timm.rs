@@ -84,21 +84,21 @@ fn tiny_fixture_is_the_named_tiny_config() {
     assert_eq!(cfg.name(), Some("resnetv2_tiny_bit"));
 }
 
-/// The same forward and backward on the emulated GPU as on the CPU (and so as timm).
+/// The same forward and backward on the GPU device under test (the emulator, or CUDA under
+/// `BITGRAD_GPU_TEST_DEVICE`) as on the CPU (and so as timm).
 #[test]
-fn mini2_on_emu_matches_timm_and_cpu() {
+fn mini2_on_the_gpu_device_matches_timm_and_cpu() {
+    let device = bitgrad_engine::gpu::test_device();
     let dir = fixture_dir();
     let sd = read_weights(&dir.join("mini2.safetensors"));
     let io = read_safetensors(&dir.join("mini2_io.safetensors"));
     let x = io.get("input").unwrap();
     let cpu = ResNetV2::from_state_dict(&sd).unwrap().forward(x).unwrap();
-    let emu = ResNetV2::from_state_dict_in(&sd, DType::F32, Device::Emu)
-        .unwrap()
-        .forward(&x.to_device(Device::Emu).unwrap())
-        .unwrap();
-    assert_eq!(emu.device(), Device::Emu);
-    assert_close(&emu.to_device(Device::Cpu).unwrap(), &cpu, 1e-5, "mini2 logits, Emu vs CPU");
-    check_fixture(&dir, "mini2", Device::Emu);
+    let gpu =
+        ResNetV2::from_state_dict_in(&sd, DType::F32, device).unwrap().forward(&x.to_device(device).unwrap()).unwrap();
+    assert_eq!(gpu.device(), device);
+    assert_close(&gpu.to_device(Device::Cpu).unwrap(), &cpu, 1e-5, &format!("mini2 logits, {device} vs CPU"));
+    check_fixture(&dir, "mini2", device);
 }
 
 /// R50x1 (resnetv2_50x1_bit, 1000 classes) at 128 and 224 px, when generated.

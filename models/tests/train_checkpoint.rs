@@ -7,6 +7,7 @@ mod train_util;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
+use bitgrad_engine::Device;
 use bitgrad_models::io::{save_safetensors, StateDict};
 use bitgrad_models::train::{train, Checkpoint, ModelSource};
 use bitgrad_models::{Module, ResNetV2};
@@ -18,27 +19,41 @@ use train_util::{config, hyper, synthetic, tiny_config, tmp_dir, weights};
 /// the run ends with the same weights, momentum buffers and best accuracy, bit for bit.
 #[test]
 fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
+    resume_check(Device::Cpu, "cpu");
+}
+
+/// The same on the GPU device under test (the emulator, or CUDA under `BITGRAD_GPU_TEST_DEVICE`):
+/// the checkpoint brings the weights and momentum back from the device and the resumed run puts
+/// them there again.
+#[test]
+fn resumed_run_on_the_gpu_device_is_bit_identical_to_an_uninterrupted_one() {
+    resume_check(bitgrad_engine::gpu::test_device(), "gpu");
+}
+
+fn resume_check(device: Device, tag: &str) {
     let (ds, val) = (synthetic(10, 2, 3), synthetic(8, 2, 4));
     let mut h = hyper(&[2, 3, 5, 6, 7], 0.05, 6, 2);
     h.mixup_alpha = 0.4;
     let base = |dir| {
         let mut cfg = config(h.clone(), 2);
+        cfg.device = device;
         cfg.eval_every = 2;
         cfg.checkpoint_every = 3;
         cfg.out_dir = Some(dir);
         cfg
     };
-    let full_dir = tmp_dir("resume-full");
+    let full_dir = tmp_dir(&format!("resume-full-{tag}"));
     let full = train(&base(full_dir.clone()), ds.clone(), Some(val.clone())).unwrap();
     assert!(!full.interrupted);
     assert_eq!(full.steps, 7);
 
-    let dir = tmp_dir("resume-parts");
+    let dir = tmp_dir(&format!("resume-parts-{tag}"));
     let mut first = base(dir.clone());
     first.stop_after = Some(4);
     let part = train(&first, ds.clone(), Some(val.clone())).unwrap();
     assert!(part.interrupted);
     assert_eq!(part.steps, 4);
+    assert_eq!(part.model.device(), device);
     assert_ne!(weights(&part.model), weights(&full.model));
     let mut second = base(dir.clone());
     second.model = ModelSource::Resume(dir.join("last.safetensors"));

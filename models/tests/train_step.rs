@@ -91,7 +91,8 @@ fn batch_split_four_equals_one_big_batch() {
 /// (a GN bias: its gradient is a sum with cancellation), bound 2e-3. A device mix-up (wrong
 /// targets, unscaled loss, a missed parameter) gives differences of order 1.
 #[test]
-fn emu_run_matches_the_cpu() {
+fn gpu_run_matches_the_cpu() {
+    let device = bitgrad_engine::gpu::test_device();
     let ds = synthetic(12, 3, 9);
     let run = |device| {
         let mut h = hyper(&[1, 4, 5, 6, 7], 0.05, 6, 2);
@@ -103,11 +104,11 @@ fn emu_run_matches_the_cpu() {
         assert_eq!(s.model.device(), device);
         weights(&s.model)
     };
-    let (cpu, emu) = (run(bitgrad_engine::Device::Cpu), run(bitgrad_engine::Device::Emu));
-    for (a, b) in cpu.iter().zip(&emu) {
+    let (cpu, gpu) = (run(bitgrad_engine::Device::Cpu), run(device));
+    for (a, b) in cpu.iter().zip(&gpu) {
         let scale = a.1.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
         let worst = a.1.iter().zip(&b.1).map(|(x, y)| (x - y).abs() / scale).fold(0.0, f32::max);
-        assert!(worst < 2e-3, "{}: Emu differs from the CPU by {worst}", a.0);
+        assert!(worst < 2e-3, "{}: {device} differs from the CPU by {worst}", a.0);
     }
 }
 

@@ -36,16 +36,7 @@ impl std::fmt::Debug for EmuRuntime {
     }
 }
 
-/// Launches per kernel name, over every emulator instance of the process.
-static LAUNCH_COUNTS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
-
-/// How many times this process has launched `kernel` on an emulator so far. For tests that
-/// check which kernel an op ran (e.g. that a half-precision input reached its native kernel
-/// rather than an f32 one after a conversion): counts only grow, so a test running beside
-/// others can compare a count before and after its own call.
-pub fn launch_count(kernel: &str) -> u64 {
-    LAUNCH_COUNTS.lock().unwrap_or_else(|e| e.into_inner()).get(kernel).copied().unwrap_or(0)
-}
+pub use super::launch_count;
 
 /// The process-wide `Emu` device, with modes from the environment.
 pub fn runtime() -> Result<Arc<dyn GpuRuntime>> {
@@ -154,14 +145,7 @@ impl GpuRuntime for EmuRuntime {
     fn launch(&self, kernel: &str, cfg: &LaunchConfig, args: &[KernelArg]) -> Result<()> {
         let bytes: Vec<&[u8]> = args.iter().map(KernelArg::bytes).collect();
         let n = self.launches.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut counts = LAUNCH_COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = counts.get_mut(kernel) {
-                *c += 1;
-            } else {
-                counts.insert(kernel.to_string(), 1);
-            }
-        }
+        super::record_launch(kernel);
         let modes = Modes { seed: self.modes.seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)), ..self.modes };
         // SAFETY: pointer arguments come from this runtime's buffers (the launch code in
         // `prims` and the ops' gpu.rs only pass storage pointers); with guard pages on, a stray

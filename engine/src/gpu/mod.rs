@@ -253,6 +253,46 @@ impl Drop for GpuBuffer {
 
 /// The runtime of a GPU device, created on first use and shared by every tensor on it.
 /// `Device::Cpu` is not a GPU device and answers an error.
+/// Launches per kernel name, over every GPU runtime of the process.
+static LAUNCH_COUNTS: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+pub(crate) fn record_launch(kernel: &str) {
+    let mut counts = LAUNCH_COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    match counts.get_mut(kernel) {
+        Some(c) => *c += 1,
+        None => {
+            counts.insert(kernel.to_string(), 1);
+        }
+    }
+}
+
+/// How many times this process has launched `kernel` on any GPU device (`Emu` or `Cuda`) so
+/// far. For tests that check which kernel an op ran (e.g. that a half-precision input reached its
+/// native kernel rather than an f32 one after a conversion): counts only grow, so a test running
+/// beside others can compare a count before and after its own call.
+pub fn launch_count(kernel: &str) -> u64 {
+    LAUNCH_COUNTS.lock().unwrap_or_else(|e| e.into_inner()).get(kernel).copied().unwrap_or(0)
+}
+
+/// The GPU device that the device tests exercise: `BITGRAD_GPU_TEST_DEVICE` — `emu` (the
+/// default) or `cuda`/`cuda:N` (a GPU, or the CUDA shim that `scripts/test.sh` runs them under).
+/// One test body then covers `Emu` and `Cuda`. A requested CUDA device that cannot be opened
+/// fails the test with the reason rather than quietly testing nothing.
+pub fn test_device() -> Device {
+    let spec = std::env::var("BITGRAD_GPU_TEST_DEVICE").unwrap_or_default();
+    if spec.trim().is_empty() {
+        return Device::Emu;
+    }
+    let device: Device =
+        spec.trim().parse().unwrap_or_else(|e| panic!("BITGRAD_GPU_TEST_DEVICE={spec:?}: {e} (emu, cuda or cuda:N)"));
+    assert!(device != Device::Cpu, "BITGRAD_GPU_TEST_DEVICE names a GPU device (emu, cuda or cuda:N), not cpu");
+    if let Err(e) = runtime(device) {
+        panic!("BITGRAD_GPU_TEST_DEVICE={spec}: {e}");
+    }
+    device
+}
+
 pub fn runtime(device: Device) -> Result<Arc<dyn GpuRuntime>> {
     match device {
         Device::Cpu => Err(crate::Error::invalid("gpu::runtime", "the CPU has no GPU runtime")),

@@ -104,6 +104,22 @@ impl Buffer {
         self.len == 0
     }
 
+    /// Makes every byte of a guarded buffer inaccessible and releases its pages, keeping the
+    /// address range reserved: a later access faults like one past the end (a driver uses this to
+    /// make a use after free fault instead of reading whatever reuses the memory). Returns false
+    /// for a plain buffer, which cannot be revoked.
+    pub fn revoke(&mut self) -> bool {
+        if !self.guarded {
+            return false;
+        }
+        // SAFETY: the mapping was made by `alloc` and stays mapped (now inaccessible) until drop.
+        unsafe {
+            libc::mprotect(self.map.0 as *mut libc::c_void, self.map.1, libc::PROT_NONE);
+            libc::madvise(self.map.0 as *mut libc::c_void, self.map.1, libc::MADV_DONTNEED);
+        }
+        true
+    }
+
     /// Whether a guard page follows the buffer.
     pub fn is_guarded(&self) -> bool {
         self.guarded

@@ -23,6 +23,22 @@ pub fn kernel_names() -> Vec<&'static str> {
     crate::SOURCES.iter().chain(crate::TEST_SOURCES).flat_map(|s| s.kernels.iter().copied()).collect()
 }
 
+/// The (size, alignment) in bytes of each parameter of `kernel` as this build compiled it, or
+/// `None` if no kernel of that name is compiled in. A driver checks a launch's arguments against
+/// the same facts read from the GPU image; comparing the two catches a layout disagreement between
+/// the GPU compiler and the host C++ compiler (a struct parameter, say).
+pub fn param_layout(kernel: &str) -> Option<Vec<(usize, usize)>> {
+    // SAFETY: the name is passed with its length; the runtime copies it.
+    let entry = unsafe { ffi::bitgrad_emu_find(kernel.as_ptr().cast(), kernel.len()) };
+    // SAFETY: a non-null entry points into the static kernel table.
+    let entry: &KernelEntry = unsafe { entry.as_ref() }?;
+    let n = entry.n_params as usize;
+    // SAFETY: the generated table has n_params entries in `sizes` and `aligns`.
+    let (sizes, aligns) =
+        unsafe { (std::slice::from_raw_parts(entry.sizes, n), std::slice::from_raw_parts(entry.aligns, n)) };
+    Some(sizes.iter().zip(aligns).map(|(&s, &a)| (s as usize, a as usize)).collect())
+}
+
 /// Runs `kernel` on a `grid` of `block`-shaped blocks with `shared_bytes` of dynamic shared
 /// memory. `args[i]` holds the bytes of parameter i (a pointer: its 8 address bytes; an `int`: 4
 /// bytes; a struct: its bytes), like `cuLaunchKernel`'s `kernelParams`. Returns when every block

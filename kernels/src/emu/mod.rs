@@ -19,5 +19,5 @@ mod modes;
 
 pub use buffer::{alloc, Buffer};
 pub use error::EmuError;
-pub use launch::{kernel_names, launch};
+pub use launch::{kernel_names, launch, param_layout};
 pub use modes::Modes;

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::group_norm::gpu_tests::{assert_close, backprop_weighted, grad_of, leaf, randn};
+use bitgrad_engine::gpu::test_device;
 
 struct Case<'a> {
     dims: &'a [usize],
@@ -39,7 +40,7 @@ fn run(dev: Device, x: &Tensor, k: &Case, dtype: DType) -> Vec<(&'static str, Ve
 
 fn check(k: Case, dtype: DType) {
     let x = randn(k.dims, dtype, 7).mul_scalar(2.0).unwrap().add_scalar(-0.4).unwrap();
-    let (cpu, emu) = (run(Device::Cpu, &x, &k, dtype), run(Device::Emu, &x, &k, dtype));
+    let (cpu, emu) = (run(Device::Cpu, &x, &k, dtype), run(test_device(), &x, &k, dtype));
     let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
     for ((name, a), (_, b)) in emu.iter().zip(&cpu) {
         assert_close(&format!("{:?} training={} {dtype} {name}", k.dims, k.training), a, b, tol);
@@ -79,10 +80,10 @@ fn non_contiguous_input_matches_the_cpu() {
 #[test]
 fn empty_inputs() {
     for dims in [[0usize, 4, 3], [2, 0, 3]] {
-        let x = Tensor::zeros(dims, DType::F32, Device::Emu).unwrap().requires_grad_(true);
-        let running = RunningStats::new(dims[1], DType::F32, Device::Emu).unwrap();
+        let x = Tensor::zeros(dims, DType::F32, test_device()).unwrap().requires_grad_(true);
+        let running = RunningStats::new(dims[1], DType::F32, test_device()).unwrap();
         let y = batch_norm(&x, None, None, Some(&running), false, BN_MOMENTUM, BN_EPS).unwrap();
-        assert_eq!((y.dims(), y.device()), (&dims[..], Device::Emu));
+        assert_eq!((y.dims(), y.device()), (&dims[..], test_device()));
         y.sum_all().unwrap().backward().unwrap();
         assert_eq!(x.grad().unwrap().dims(), dims);
     }

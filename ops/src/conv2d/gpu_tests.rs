@@ -7,7 +7,8 @@
 //! kernels on Emu, f32 with one rounding on the CPU) on the same kinds of shapes, and a check that
 //! the half kernels themselves ran; and the error for grouped convolutions.
 
-use bitgrad_engine::gpu::emu::launch_count;
+use bitgrad_engine::gpu::launch_count;
+use bitgrad_engine::gpu::test_device;
 use bitgrad_engine::{autograd, DType, Device, Rng, Tensor};
 
 use super::{conv2d, Conv2dParams};
@@ -85,7 +86,7 @@ fn run(c: &Case, device: Device, dtype: DType, seed: u64) -> Vec<Vec<f64>> {
 /// Emu equals the CPU within `tol` relative to each result's largest magnitude.
 fn check(c: &Case, dtype: DType, tol: f64) {
     let cpu = run(c, Device::Cpu, dtype, 7);
-    let emu = run(c, Device::Emu, dtype, 7);
+    let emu = run(c, test_device(), dtype, 7);
     for (what, (a, e)) in ["y", "dx", "dw", "db"].iter().zip(cpu.iter().zip(&emu)) {
         assert_eq!(a.len(), e.len(), "{what} of {c:?}");
         let scale = a.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
@@ -196,7 +197,7 @@ fn half_inputs_run_the_half_kernels() {
             let names = ["fwd", "bwd_data", "bwd_weight"].map(|v| format!("conv2d_{v}_{sfx}"));
             let before = names.each_ref().map(|n| launch_count(n));
             // `run` checks that y and every gradient are `dtype` on Emu.
-            run(&case([1, 4, 5, 5], 6, k, Conv2dParams::default()), Device::Emu, dtype, 3);
+            run(&case([1, 4, 5, 5], 6, k, Conv2dParams::default()), test_device(), dtype, 3);
             for (n, b) in names.iter().zip(before) {
                 assert!(launch_count(n) > b, "{n} was not launched for a {k}×{k} convolution in {dtype:?}");
             }
@@ -206,8 +207,8 @@ fn half_inputs_run_the_half_kernels() {
 
 #[test]
 fn grouped_convolutions_are_an_error_on_gpu_devices() {
-    let x = Tensor::zeros([1, 4, 5, 5], DType::F32, Device::Emu).unwrap();
-    let w = Tensor::zeros([4, 2, 3, 3], DType::F32, Device::Emu).unwrap();
+    let x = Tensor::zeros([1, 4, 5, 5], DType::F32, test_device()).unwrap();
+    let w = Tensor::zeros([4, 2, 3, 3], DType::F32, test_device()).unwrap();
     let err = conv2d(&x, &w, None, &Conv2dParams::default().with_groups(2)).unwrap_err().to_string();
     assert!(err.contains("groups = 2") && err.contains("GPU"), "{err}");
 }

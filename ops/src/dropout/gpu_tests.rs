@@ -1,7 +1,8 @@
 //! Dropout on Emu against the CPU twin: the same mask for a seed and offset (so equal values and
 //! gradients), the generator advanced the same way, non-contiguous inputs, every float dtype.
 
-use bitgrad_engine::{DType, Device, Rng, Tensor};
+use bitgrad_engine::gpu::test_device;
+use bitgrad_engine::{DType, Rng, Tensor};
 
 use super::*;
 use crate::testing::{emu_parity, randn, Permuted};
@@ -35,13 +36,13 @@ fn every_float_dtype_and_eval_mode_on_emu() {
     for d in [DType::F32, DType::F64, DType::F16, DType::BF16] {
         let xd = x.to_dtype(d).unwrap();
         let want = dropout(&xd, 0.3, true, &mut Rng::new(5)).unwrap();
-        let got = dropout(&xd.to_device(Device::Emu).unwrap(), 0.3, true, &mut Rng::new(5)).unwrap();
-        assert_eq!((got.device(), got.dtype()), (Device::Emu, d));
+        let got = dropout(&xd.to_device(test_device()).unwrap(), 0.3, true, &mut Rng::new(5)).unwrap();
+        assert_eq!((got.device(), got.dtype()), (test_device(), d));
         assert_eq!(got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap(), "{d}");
     }
-    let xe = x.to_device(Device::Emu).unwrap();
+    let xe = x.to_device(test_device()).unwrap();
     let same = dropout(&xe, 0.3, false, &mut Rng::new(5)).unwrap();
     assert!(same.same_storage(&xe));
-    let i = Tensor::zeros([4], DType::I64, Device::Emu).unwrap();
+    let i = Tensor::zeros([4], DType::I64, test_device()).unwrap();
     assert!(matches!(dropout(&i, 0.3, true, &mut Rng::new(5)), Err(Error::UnsupportedDType { .. })));
 }

@@ -6,7 +6,8 @@
 //! Also the test helpers of the weight_std and batch_norm GPU tests.
 
 use super::*;
-use bitgrad_engine::gpu::emu::launch_count;
+use bitgrad_engine::gpu::launch_count;
+use bitgrad_engine::gpu::test_device;
 use bitgrad_engine::Rng;
 
 /// Random normal values of `dtype` on the CPU.
@@ -95,7 +96,7 @@ fn check(dims: &[usize], groups: usize, store: Option<&[usize]>, affine: (bool, 
     let seed = dims.iter().product::<usize>() as u64 + groups as u64;
     let x = randn(dims, dtype, seed).mul_scalar(1.5).unwrap().add_scalar(0.3).unwrap();
     let cpu = run(Device::Cpu, &x, store, groups, affine, act, seed);
-    let emu = run(Device::Emu, &x, store, groups, affine, act, seed);
+    let emu = run(test_device(), &x, store, groups, affine, act, seed);
     let tol = tol_for(dtype);
     for ((name, a), (_, b)) in emu.iter().zip(&cpu) {
         assert_close(&format!("{dims:?} G={groups} {act:?} {affine:?} {dtype} {name}"), a, b, tol);
@@ -157,12 +158,12 @@ fn half_types_match_the_cpu_natively() {
 /// Saved statistics stay on the device, and an input that does not require a gradient gets none.
 #[test]
 fn saved_tensors_on_device_and_only_requested_grads() {
-    let x = randn(&[2, 32, 3, 3], DType::F32, 5).to_device(Device::Emu).unwrap();
-    let gamma = randn(&[32], DType::F32, 6).to_device(Device::Emu).unwrap().requires_grad_(true);
+    let x = randn(&[2, 32, 3, 3], DType::F32, 5).to_device(test_device()).unwrap();
+    let gamma = randn(&[32], DType::F32, 6).to_device(test_device()).unwrap().requires_grad_(true);
     let y = group_norm(&x, 8, Some(&gamma), None, GN_EPS, Activation::None).unwrap();
     y.sum_all().unwrap().backward().unwrap();
     let dg = gamma.grad().unwrap();
-    assert_eq!(dg.device(), Device::Emu);
+    assert_eq!(dg.device(), test_device());
     assert!(x.grad().is_none());
 }
 
@@ -170,8 +171,8 @@ fn saved_tensors_on_device_and_only_requested_grads() {
 #[test]
 fn empty_inputs() {
     for dims in [[2usize, 8, 0], [0, 8, 3]] {
-        let x = Tensor::zeros(dims, DType::F32, Device::Emu).unwrap().requires_grad_(true);
-        let gamma = Tensor::ones([8], DType::F32, Device::Emu).unwrap().requires_grad_(true);
+        let x = Tensor::zeros(dims, DType::F32, test_device()).unwrap().requires_grad_(true);
+        let gamma = Tensor::ones([8], DType::F32, test_device()).unwrap().requires_grad_(true);
         let y = group_norm(&x, 4, Some(&gamma), None, GN_EPS, Activation::Relu).unwrap();
         assert_eq!(y.dims(), dims);
         y.sum_all().unwrap().backward().unwrap();

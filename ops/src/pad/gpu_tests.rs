@@ -1,6 +1,7 @@
 //! pad2d on Emu against the CPU twin: values and gradients, every dtype the kernels move.
 
-use bitgrad_engine::{DType, Device, Tensor};
+use bitgrad_engine::gpu::test_device;
+use bitgrad_engine::{DType, Tensor};
 
 use super::*;
 use crate::testing::{emu_parity, randn, Permuted};
@@ -27,16 +28,16 @@ fn every_dtype_pads_like_the_cpu() {
     for d in [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I64, DType::U8] {
         let xd = x.abs().unwrap().to_dtype(d).unwrap();
         let want = pad2d(&xd, [1, 2, 2, 1], 2.75).unwrap().to_vec_f64().unwrap();
-        let got = pad2d(&xd.to_device(Device::Emu).unwrap(), [1, 2, 2, 1], 2.75).unwrap();
-        assert_eq!(got.device(), Device::Emu);
+        let got = pad2d(&xd.to_device(test_device()).unwrap(), [1, 2, 2, 1], 2.75).unwrap();
+        assert_eq!(got.device(), test_device());
         assert_eq!(got.to_vec_f64().unwrap(), want, "{d}");
     }
 }
 
 #[test]
 fn gpu_gradient_of_an_unsupported_dtype_is_an_error_as_on_the_cpu() {
-    let g = Tensor::zeros([1, 4, 4], DType::I64, Device::Emu).unwrap();
+    let g = Tensor::zeros([1, 4, 4], DType::I64, test_device()).unwrap();
     let op = Pad2dBackward { geom: PadGeom { planes: 1, h: 2, w: 2, pads: [1, 1, 1, 1] } };
-    let x = Tensor::zeros([1, 2, 2], DType::I64, Device::Emu).unwrap();
+    let x = Tensor::zeros([1, 2, 2], DType::I64, test_device()).unwrap();
     assert!(matches!(op.backward(&[x], &g, &g), Err(Error::UnsupportedDType { .. })));
 }

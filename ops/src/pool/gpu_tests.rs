@@ -2,6 +2,7 @@
 //! order of operations, so f32 results are compared exactly), odd shapes, overlapping windows,
 //! non-contiguous inputs, and the BiT stem.
 
+use bitgrad_engine::gpu::test_device;
 use bitgrad_engine::{DType, Device, Tensor};
 
 use super::*;
@@ -77,7 +78,7 @@ fn f64_and_half_precision_run_on_emu() {
     let x = randn(&[1, 3, 7, 7], 3);
     for d in [DType::F64, DType::F16, DType::BF16] {
         let xd = x.to_dtype(d).unwrap();
-        let xe = xd.to_device(Device::Emu).unwrap();
+        let xe = xd.to_device(test_device()).unwrap();
         let pairs = [
             (max_pool2d(&xd, [3, 3], [2, 2], [1, 1]), max_pool2d(&xe, [3, 3], [2, 2], [1, 1])),
             (avg_pool2d(&xd, [3, 3], [2, 2], [1, 1], false), avg_pool2d(&xe, [3, 3], [2, 2], [1, 1], false)),
@@ -85,12 +86,12 @@ fn f64_and_half_precision_run_on_emu() {
         ];
         for (c, e) in pairs {
             let (c, e) = (c.unwrap(), e.unwrap());
-            assert_eq!((e.device(), e.dtype()), (Device::Emu, d));
+            assert_eq!((e.device(), e.dtype()), (test_device(), d));
             // Exact but for the f64 plane sums of global_avg_pool (another summation order).
             let diff = max_rel_diff(&e.to_vec_f64().unwrap(), &c.to_vec_f64().unwrap());
             assert!(diff <= 1e-15, "{d}: {diff:e}");
         }
     }
-    let i = Tensor::zeros([1, 1, 2, 2], DType::I64, Device::Emu).unwrap();
+    let i = Tensor::zeros([1, 1, 2, 2], DType::I64, test_device()).unwrap();
     assert!(matches!(max_pool2d(&i, [1, 1], [1, 1], [0, 0]), Err(Error::UnsupportedDType { .. })));
 }

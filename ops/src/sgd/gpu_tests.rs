@@ -2,12 +2,17 @@
 //! the multi-tensor launch (several parameters of odd sizes) and the single-tensor kernel (a list
 //! mixing devices), bit for bit, plus in-place updates and state save / load across devices.
 
+use bitgrad_engine::gpu::test_device;
 use bitgrad_engine::{DType, Device, Tensor};
 
 use super::*;
 use crate::testing::{randn, CPU};
 
-const EMU: Device = Device::Emu;
+/// The GPU device under test (`BITGRAD_GPU_TEST_DEVICE`).
+fn gpu() -> Device {
+    test_device()
+}
+
 /// Odd sizes: a scalar-like bias, sizes below / above a block, a conv weight.
 const SHAPES: [&[usize]; 5] = [&[1], &[7], &[3, 5], &[33, 3, 3, 3], &[300]];
 
@@ -50,8 +55,8 @@ fn three_steps_equal_the_cpu_bit_for_bit() {
         for (lr, mu, wd, nesterov) in CONFIGS {
             let reference = params(&[CPU], dtype);
             // All on Emu: the multi-tensor launch. CPU and Emu interleaved: per-tensor kernels.
-            let multi = params(&[EMU], dtype);
-            let mixed = params(&[EMU, CPU], dtype);
+            let multi = params(&[gpu()], dtype);
+            let mixed = params(&[gpu(), CPU], dtype);
             let mut opts: Vec<Sgd> = (0..3).map(|_| Sgd::new(lr, mu, wd, nesterov).unwrap()).collect();
             for step in 0..3 {
                 for (ps, sgd) in [&reference, &multi, &mixed].into_iter().zip(opts.iter_mut()) {
@@ -66,7 +71,7 @@ fn three_steps_equal_the_cpu_bit_for_bit() {
             assert_eq!(buffers(&opts[2], &mixed), buffers(&opts[0], &reference), "buffers, {what}");
             for (p, q) in multi.iter().zip(&mixed) {
                 if let Some(b) = opts[1].momentum_buffer(p) {
-                    assert_eq!(b.device(), EMU);
+                    assert_eq!(b.device(), gpu());
                 }
                 if let Some(b) = opts[2].momentum_buffer(q) {
                     assert_eq!(b.device(), q.device());
@@ -78,7 +83,7 @@ fn three_steps_equal_the_cpu_bit_for_bit() {
 
 #[test]
 fn updates_in_place_and_views_see_them() {
-    let ps = params(&[EMU], DType::F32);
+    let ps = params(&[gpu()], DType::F32);
     let view = ps[3].narrow(0, 1, 2).unwrap();
     let before = view.to_vec_f64().unwrap();
     let mut sgd = Sgd::new(0.1, 0.9, 0.0, false).unwrap();
@@ -101,20 +106,20 @@ fn state_moves_between_devices_and_resumes_exactly() {
         sgd.step(&reference).unwrap();
     }
     // Two steps on Emu, a checkpoint, and the last step resumed from it on fresh Emu handles.
-    let emu = params(&[EMU], DType::F32);
+    let emu = params(&[gpu()], DType::F32);
     let mut first = Sgd::new(lr, mu, wd, nesterov).unwrap();
     for step in 0..2 {
         set_grads(&emu, step);
         first.step(&emu).unwrap();
     }
     let saved = first.state(&emu).unwrap();
-    assert!(saved.iter().all(|b| b.as_ref().unwrap().device() == EMU));
+    assert!(saved.iter().all(|b| b.as_ref().unwrap().device() == gpu()));
     // The checkpoint goes through the host, as a file would.
     let host: Vec<Option<Tensor>> = saved.iter().map(|b| b.as_ref().map(|b| b.to_device(CPU).unwrap())).collect();
     let resumed: Vec<Tensor> = emu.iter().map(|p| p.detach().requires_grad_(true)).collect();
     let mut second = Sgd::new(lr, mu, wd, nesterov).unwrap();
     second.load_state(&resumed, &host).unwrap();
-    assert!(resumed.iter().all(|p| second.momentum_buffer(p).unwrap().device() == EMU));
+    assert!(resumed.iter().all(|p| second.momentum_buffer(p).unwrap().device() == gpu()));
     set_grads(&resumed, 2);
     second.step(&resumed).unwrap();
     assert_eq!(values(&resumed), values(&reference));
@@ -122,10 +127,10 @@ fn state_moves_between_devices_and_resumes_exactly() {
 
 #[test]
 fn unsupported_dtypes_are_errors_and_one_parameter_steps() {
-    let p = Tensor::zeros([3], DType::F32, EMU).unwrap().requires_grad_(true);
-    p.accumulate_grad(&Tensor::ones([3], DType::F32, EMU).unwrap()).unwrap();
-    let q = Tensor::zeros([3], DType::F16, EMU).unwrap().requires_grad_(true);
-    q.accumulate_grad(&Tensor::ones([3], DType::F16, EMU).unwrap()).unwrap();
+    let p = Tensor::zeros([3], DType::F32, gpu()).unwrap().requires_grad_(true);
+    p.accumulate_grad(&Tensor::ones([3], DType::F32, gpu()).unwrap()).unwrap();
+    let q = Tensor::zeros([3], DType::F16, gpu()).unwrap().requires_grad_(true);
+    q.accumulate_grad(&Tensor::ones([3], DType::F16, gpu()).unwrap()).unwrap();
     let mut sgd = Sgd::new(0.1, 0.9, 0.0, false).unwrap();
     assert!(matches!(sgd.step(std::slice::from_ref(&q)), Err(Error::UnsupportedDType { .. })));
     sgd.step(std::slice::from_ref(&p)).unwrap();

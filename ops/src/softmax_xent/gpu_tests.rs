@@ -1,6 +1,7 @@
 //! Cross-entropy on Emu against the CPU twin: hard and soft targets, label smoothing, odd class
 //! counts, non-contiguous logits, loss and gradients (logits and soft target).
 
+use bitgrad_engine::gpu::test_device;
 use bitgrad_engine::{DType, Device, Rng, Tensor};
 
 use super::*;
@@ -56,10 +57,10 @@ fn device_labels_f64_and_half_logits_run_on_emu() {
     let x = randn(&[n, k], 3);
     for d in [DType::F64, DType::F32, DType::BF16] {
         let xd = x.to_dtype(d).unwrap();
-        let xe = xd.to_device(Device::Emu).unwrap().requires_grad_(true);
+        let xe = xd.to_device(test_device()).unwrap().requires_grad_(true);
         let want = cross_entropy(&xd, Target::Hard(&labels(n, k, 1, Device::Cpu)), 0.1).unwrap();
-        let got = cross_entropy(&xe, Target::Hard(&labels(n, k, 1, Device::Emu)), 0.1).unwrap();
-        assert_eq!((got.device(), got.dtype()), (Device::Emu, want.dtype()));
+        let got = cross_entropy(&xe, Target::Hard(&labels(n, k, 1, test_device())), 0.1).unwrap();
+        assert_eq!((got.device(), got.dtype()), (test_device(), want.dtype()));
         let diff = max_rel_diff(&got.to_vec_f64().unwrap(), &want.to_vec_f64().unwrap());
         assert!(diff <= 1e-6, "{d}: {diff:e}");
         got.backward().unwrap();
@@ -69,8 +70,8 @@ fn device_labels_f64_and_half_logits_run_on_emu() {
 
 #[test]
 fn errors_match_the_cpu() {
-    let x = Tensor::zeros([2, 3], DType::F32, Device::Emu).unwrap();
-    let bad = Tensor::from_vec(vec![0i64, 3], [2], Device::Emu).unwrap();
+    let x = Tensor::zeros([2, 3], DType::F32, test_device()).unwrap();
+    let bad = Tensor::from_vec(vec![0i64, 3], [2], test_device()).unwrap();
     let e = cross_entropy(&x, Target::Hard(&bad), 0.0).unwrap_err().to_string();
     assert!(e.contains("label 3 (row 1) is out of range"), "{e}");
     let t_cpu = Tensor::zeros([2, 3], DType::F32, Device::Cpu).unwrap();

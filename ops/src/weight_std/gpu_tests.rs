@@ -6,7 +6,8 @@
 
 use super::*;
 use crate::group_norm::gpu_tests::{assert_close, backprop_weighted, grad_of, leaf, randn, tol_for};
-use bitgrad_engine::gpu::emu::launch_count;
+use bitgrad_engine::gpu::launch_count;
+use bitgrad_engine::gpu::test_device;
 
 fn run(dev: Device, w: &Tensor, store: Option<&[usize]>, eps: f64, seed: u64) -> [Vec<f64>; 2] {
     let (wl, wv) = leaf(w, dev, store);
@@ -17,7 +18,7 @@ fn run(dev: Device, w: &Tensor, store: Option<&[usize]>, eps: f64, seed: u64) ->
 
 fn check(w: &Tensor, store: Option<&[usize]>, eps: f64) {
     let seed = w.numel() as u64;
-    let (cpu, emu) = (run(Device::Cpu, w, store, eps, seed), run(Device::Emu, w, store, eps, seed));
+    let (cpu, emu) = (run(Device::Cpu, w, store, eps, seed), run(test_device(), w, store, eps, seed));
     let tol = tol_for(w.dtype());
     for (name, (a, b)) in ["w_hat", "dw"].iter().zip(emu.iter().zip(&cpu)) {
         assert_close(&format!("{:?} {} {name}", w.dims(), w.dtype()), a, b, tol);
@@ -50,7 +51,7 @@ fn constant_filter_is_exactly_zero() {
     v[36..72].iter_mut().for_each(|x| *x = 0.1);
     let w = Tensor::from_vec(v, [3, 4, 3, 3], Device::Cpu).unwrap();
     check(&w, None, WS_EPS_BIT);
-    let y = weight_std(&w.to_device(Device::Emu).unwrap(), WS_EPS_BIT).unwrap().to_vec::<f32>().unwrap();
+    let y = weight_std(&w.to_device(test_device()).unwrap(), WS_EPS_BIT).unwrap().to_vec::<f32>().unwrap();
     assert!(y[36..72].iter().all(|&x| x == 0.0));
 }
 
@@ -74,7 +75,7 @@ fn half_filters_match_the_cpu_natively() {
 #[test]
 fn empty_weights() {
     for dims in [[0usize, 3], [3, 0]] {
-        let w = Tensor::zeros(dims, DType::F32, Device::Emu).unwrap().requires_grad_(true);
+        let w = Tensor::zeros(dims, DType::F32, test_device()).unwrap().requires_grad_(true);
         let y = weight_std(&w, WS_EPS_BIT).unwrap();
         y.sum_all().unwrap().backward().unwrap();
         assert_eq!(w.grad().unwrap().dims(), dims);

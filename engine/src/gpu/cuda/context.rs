@@ -155,6 +155,7 @@ impl GpuRuntime for CudaRuntime {
     fn launch(&self, kernel: &str, cfg: &LaunchConfig, args: &[KernelArg]) -> Result<()> {
         self.bind()?;
         let func = self.kernels.function(&self.ctx, kernel, cfg.shared_bytes)?;
+        func.check_args(kernel, &args.iter().map(|a| a.bytes().len()).collect::<Vec<_>>())?;
         // cuLaunchKernel reads each argument through a pointer to its bytes, copying them
         // before it returns, so pointers into `args` suffice.
         let mut params: Vec<*mut c_void> = args.iter().map(|a| a.bytes().as_ptr() as *mut c_void).collect();
@@ -164,7 +165,7 @@ impl GpuRuntime for CudaRuntime {
         // the caller's contract with the kernel's signature (as for any cuLaunchKernel call).
         unsafe {
             result::launch_kernel(
-                func.cu_function(),
+                func.func.cu_function(),
                 (gx, gy, gz),
                 (bx, by, bz),
                 cfg.shared_bytes,
@@ -179,6 +180,7 @@ impl GpuRuntime for CudaRuntime {
             cfg.shared_bytes,
             args.len()
         )))?;
+        crate::gpu::record_launch(kernel);
         if self.sync_each_launch {
             self.stream.synchronize().map_err(drv(format_args!("running {kernel}")))?;
         }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
-use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule};
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::Ptx;
 
 use super::cache::{self, DiskCache};
@@ -21,6 +21,60 @@ struct Loaded {
     func: CudaFunction,
     /// The largest dynamic shared memory this function has been allowed so far.
     shared_allowed: u32,
+    /// Each parameter's size in bytes as the compiled image declares it (`cuFuncGetParamInfo`),
+    /// or `None` where the driver cannot say.
+    params: Option<Vec<usize>>,
+}
+
+/// A loaded function and what a launch of it must pass.
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub func: CudaFunction,
+    pub params: Option<Vec<usize>>,
+}
+
+impl Function {
+    /// Checks a launch's arguments against the image's parameters: `cuLaunchKernel` reads as
+    /// many pointers as the kernel has parameters and as many bytes behind each as its type has,
+    /// so a missing argument or a wrong-width one would otherwise be garbage on the GPU.
+    pub fn check_args(&self, kernel: &str, sizes: &[usize]) -> Result<()> {
+        let Some(want) = &self.params else { return Ok(()) };
+        if want.len() != sizes.len() {
+            return Err(Error::Msg(format!(
+                "cuda: kernel `{kernel}` takes {} arguments, the launch passes {}",
+                want.len(),
+                sizes.len()
+            )));
+        }
+        match want.iter().zip(sizes).position(|(w, g)| w != g) {
+            Some(i) => Err(Error::Msg(format!(
+                "cuda: argument {i} of kernel `{kernel}` must be {} bytes, the launch passes {}",
+                want[i], sizes[i]
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The parameter sizes of `func` from the driver (CUDA 12.4+: `cuFuncGetParamInfo`, which
+/// answers `CUDA_ERROR_INVALID_VALUE` past the last parameter).
+fn param_sizes(func: &CudaFunction) -> Option<Vec<usize>> {
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut sizes = Vec::new();
+        for index in 0..4096 {
+            let (mut offset, mut size) = (0usize, 0usize);
+            // SAFETY: a live function; the out-pointers are locals.
+            let r = unsafe { sys::cuFuncGetParamInfo(func.cu_function(), index, &mut offset, &mut size) };
+            match r {
+                sys::CUresult::CUDA_SUCCESS => sizes.push(size),
+                sys::CUresult::CUDA_ERROR_INVALID_VALUE => return Some(sizes),
+                _ => return None,
+            }
+        }
+        None
+    }));
+    // A driver without the function (cudarc panics on a missing symbol) just skips the check.
+    probe.ok().flatten()
 }
 
 /// The modules and functions of one device.
@@ -44,14 +98,15 @@ impl Kernels {
     }
 
     /// The function `name`, ready for a launch with `shared` bytes of dynamic shared memory.
-    pub fn function(&self, ctx: &Arc<CudaContext>, name: &str, shared: u32) -> Result<CudaFunction> {
+    pub fn function(&self, ctx: &Arc<CudaContext>, name: &str, shared: u32) -> Result<Function> {
         let mut functions = lock(&self.functions);
         if !functions.contains_key(name) {
             let module = self.module(ctx, name)?;
             let func = module.load_function(name).map_err(|e| {
                 Error::Msg(format!("cuda: kernel `{name}` is listed but not in its compiled module: {e}"))
             })?;
-            functions.insert(name.to_string(), Loaded { func, shared_allowed: DEFAULT_MAX_DYNAMIC_SHARED });
+            let params = param_sizes(&func);
+            functions.insert(name.to_string(), Loaded { func, shared_allowed: DEFAULT_MAX_DYNAMIC_SHARED, params });
         }
         let loaded = functions.get_mut(name).expect("inserted above");
         if shared > loaded.shared_allowed {
@@ -69,7 +124,7 @@ impl Kernels {
             })?;
             loaded.shared_allowed = shared;
         }
-        Ok(loaded.func.clone())
+        Ok(Function { func: loaded.func.clone(), params: loaded.params.clone() })
     }
 
     /// The loaded module of the source that defines `kernel`.

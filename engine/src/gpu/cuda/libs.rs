@@ -1,8 +1,16 @@
 //! Finding the CUDA libraries before anything calls into them.
 //!
-//! cudarc loads `libcuda.so.1`, `libnvrtc.so.13` and `libcublas.so.13` by name on first use and
-//! *panics* when one is missing, so every entry point of the CUDA runtime asks here first and
-//! turns a missing library into an error that names the file and says how to make it visible.
+//! cudarc loads the driver, NVRTC and cuBLAS by name on first use and *panics* when one is
+//! missing, so every entry point of the CUDA runtime asks here first and turns a missing library
+//! into an error that names the file and says how to make it visible.
+//!
+//! The names cudarc tries, in order, through the loader's normal search (`LD_LIBRARY_PATH`, the
+//! ld.so cache, the system folders), taking the first that opens: the unversioned name first
+//! (`libcuda.so`, `libnvrtc.so`, `libcublas.so`), then `lib{n}64*.so` variants, then
+//! `lib{n}.so.13`, and after that older majors — `.so.12`, `.11`, `.10`, `.9` — and last
+//! `.so.1`. So the driver is usually found as `libcuda.so.1` (the NVIDIA driver installs that
+//! name; `libcuda.so` only with a toolkit's development files), and a CUDA 12 `libcublas.so.12`
+//! is accepted when no 13 is found. The messages below name the files a user should provide.
 
 use std::path::{Path, PathBuf};
 

@@ -98,6 +98,11 @@ pub fn status() -> String {
         Ok(n) => {
             let lines: Vec<String> = (0..n)
                 .map(|i| match runtime(i) {
+                    Ok(rt) if is_shim(&rt.describe()) => format!(
+                        "cuda:{i}: {} — the bitgrad CUDA shim (kernels run on the CPU emulator; test \
+                         infrastructure, not a GPU)",
+                        rt.describe()
+                    ),
                     Ok(rt) => format!("cuda:{i}: {}", rt.describe()),
                     Err(e) => format!("cuda:{i}: {e}"),
                 })
@@ -105,6 +110,14 @@ pub fn status() -> String {
             lines.join("\n              ")
         }
     }
+}
+
+/// The device name the test shim (`kernels/shim`, a libcuda over the emulator) reports.
+pub const SHIM_DEVICE_NAME: &str = "bitgrad emulated GPU";
+
+/// Whether a runtime's description is the test shim's rather than a GPU's.
+pub fn is_shim(describe: &str) -> bool {
+    describe.starts_with(SHIM_DEVICE_NAME)
 }
 
 #[cfg(test)]
