@@ -2,8 +2,7 @@
 # Builds everything a GPU machine without a Rust toolchain needs into gpu-bundle/ (ignored):
 # every test executable of the workspace (release), the `bitgrad` binary, the examples below,
 # scripts/gpu-check.sh and the PyTorch bench script, stripped, with a manifest. Runs on a build
-# machine (no GPU needed). Then, on the GPU machine, from the repo root: bash gpu-bundle/gpu-check.sh
-# (the device tool: carry ["gpu-bundle"]; it carries at most 64 MiB).
+# machine (no GPU needed). Then, on the GPU machine, from the repo root: bash gpu-bundle/gpu-check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +52,7 @@ for e in "${EXAMPLES[@]}"; do
     cp "$TARGET_DIR/release/examples/$e" "$BUNDLE/bin/$e"
     printf '%s\t%s\n' "bin/$e" "example $e" >>"$BUNDLE/MANIFEST"
 done
-# Line tables only help a backtrace; the device tool's 64 MiB limit matters more.
+# Line tables only help a backtrace; a GPU machine accepts at most 64 MiB of build output.
 strip "$BUNDLE"/tests/* "$BUNDLE"/bin/*
 
 cp scripts/gpu-check.sh scripts/bench_gpu_torch.py "$BUNDLE/"
@@ -64,5 +63,5 @@ count=$(find "$BUNDLE/tests" -type f | wc -l)
 size=$(du -sb "$BUNDLE" | cut -f1)
 echo "== $BUNDLE/: $count test executables, bitgrad, ${#EXAMPLES[@]} examples; $((size / 1024 / 1024)) MiB ($size bytes)"
 if [ "$size" -gt $((64 * 1024 * 1024)) ]; then
-    echo "warning: over the device tool's 64 MiB carry limit; drop examples or tests" >&2
+    echo "warning: over the 64 MiB a GPU machine accepts; drop examples or tests" >&2
 fi

@@ -66,7 +66,8 @@ fi
 echo "== bitgrad info"
 timeout 60 "$BUNDLE/bin/bitgrad" info 2>&1 | tee "$LOGS/info.txt"
 
-export BITGRAD_TEST_CUDA=1 RUST_BACKTRACE=1
+# The device suites then test Cuda(0) as their GPU device (compared with the CPU twin, as Emu is).
+export BITGRAD_TEST_CUDA=1 BITGRAD_GPU_TEST_DEVICE=cuda RUST_BACKTRACE=1
 export BITGRAD_KERNEL_CACHE="${BITGRAD_KERNEL_CACHE:-$LOGS/kernel-cache}"
 echo "| test executable | result | passed | failed | ignored |" >"$SUMMARY.tests"
 echo "| --- | --- | ---: | ---: | ---: |" >>"$SUMMARY.tests"

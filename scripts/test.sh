@@ -6,16 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# NVRTC 13.0 for the kernel build check (engine/tests/nvrtc_build.rs), pinned: a newer NVRTC
-# emits PTX a CUDA 13.0 driver cannot load. See docs/cuda-toolchain.md.
-CUDA_CI="$PWD/.cuda-ci/py"
-if [ ! -e "$CUDA_CI/nvidia/cu13/lib/libnvrtc.so.13" ] || [ ! -e "$CUDA_CI/nvidia/cu13/include/cuda_fp16.h" ]; then
-    echo "== installing NVRTC 13.0 into .cuda-ci/py"
-    python3 -m pip install --quiet --disable-pip-version-check --target "$CUDA_CI" \
-        nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.96
-fi
-export LD_LIBRARY_PATH="$CUDA_CI/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export NVRTC_INCLUDE="$CUDA_CI/nvidia/cu13/include"
+# NVRTC 13.0 for the kernel build check (engine/tests/nvrtc_build.rs) and the CUDA shim runs,
+# pinned: a newer NVRTC emits PTX a CUDA 13.0 driver cannot load. See docs/cuda-toolchain.md.
+source scripts/nvrtc-env.sh
 export REQUIRE_NVRTC=1
 
 echo "== cargo fmt --check"
@@ -36,8 +29,22 @@ BITGRAD_TEST_DEVICE=emu cargo test --quiet --workspace --test props
 for mode in fast shuffle guard; do
     BITGRAD_EMU=$mode cargo test --quiet --workspace --test device_parity --test bottleneck_emu
     BITGRAD_EMU=$mode cargo test --quiet --workspace --lib gpu_tests
-    BITGRAD_EMU=$mode cargo test --quiet --workspace --test parity_timm on_emu
+    BITGRAD_EMU=$mode cargo test --quiet --workspace --test parity_timm on_the_gpu_device
 done
+
+echo "== the real CUDA host path on the CUDA shim (kernels/shim; docs/gpu-testing.md)"
+# cudarc, NVRTC (every kernel compiled for sm_90), module loading, launches and cuBLAS calls of
+# Device::Cuda(0) against libcuda/libcublas built from the emulator: the planted host bugs, then
+# the device suites with Cuda(0) as the GPU device under test — CUBINs first, then once more with
+# CUBINs refused so that every module goes through the PTX fallback.
+SHIM_TESTS=(--test cuda_shim --test device_parity --test bottleneck_emu --test parity_timm
+            --test train_step --test train_checkpoint --test cli_models)
+export BITGRAD_GPU_TEST_DEVICE=cuda BITGRAD_TEST_CUDA=1 BITGRAD_REQUIRE_SHIM=1
+scripts/with-shim.sh cargo test --quiet --workspace "${SHIM_TESTS[@]}"
+scripts/with-shim.sh cargo test --quiet --workspace --lib gpu_tests
+BITGRAD_SHIM_REJECT_CUBIN=1 scripts/with-shim.sh cargo test --quiet --workspace --test device_parity --test parity_timm
+BITGRAD_SHIM_REJECT_CUBIN=1 scripts/with-shim.sh cargo test --quiet --workspace --lib gpu_tests
+unset BITGRAD_GPU_TEST_DEVICE BITGRAD_TEST_CUDA BITGRAD_REQUIRE_SHIM
 
 # The binaries of the test build, run directly: `cargo run` would resolve features for the root
 # package alone and rebuild everything; a --workspace build reuses the test build's artifacts

@@ -147,3 +147,9 @@ __device__ __forceinline__ T axpy_one(T a, T x, T y) {
     }
 SELFTEST_AXPY(selftest_axpy_f32, float)
 SELFTEST_AXPY(selftest_axpy_f64, double)
+
+// A kernel with __launch_bounds__ below the device's 1024 threads: a driver must refuse a bigger
+// block (the emulator ignores launch bounds; the CUDA shim reads them from the compiled image).
+extern "C" __global__ void __launch_bounds__(128) selftest_bounded(int* out) {
+    out[linear_bid() * blockDim.x + threadIdx.x] = (int)threadIdx.x;
+}

@@ -35,15 +35,15 @@ fn main() {
                 continue;
             }
             let (ret, value) = match kind {
-                "status" => (" -> i32", format!("crate::stub::{status}")),
-                "null" => (" -> *const u8", "std::ptr::null()".to_string()),
-                "zero" => (" -> usize", "0".to_string()),
-                "void" => ("", "()".to_string()),
+                "status" => (" -> i32", format!(" crate::stub::{status}")),
+                "null" => (" -> *const u8", " std::ptr::null()".to_string()),
+                "zero" => (" -> usize", " 0".to_string()),
+                "void" => ("", String::new()),
                 other => panic!("names/{file}: unknown kind {other:?}"),
             };
             let _ = writeln!(
                 rs,
-                "#[no_mangle]\npub extern \"C\" fn {name}(){ret} {{ crate::stub::unsupported({name:?}); {value} }}"
+                "#[no_mangle]\npub extern \"C\" fn {name}(){ret} {{ crate::stub::unsupported({name:?});{value} }}"
             );
         }
     }

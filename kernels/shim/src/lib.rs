@@ -37,3 +37,14 @@ mod stub;
 mod stubs {
     include!(concat!(env!("OUT_DIR"), "/stubs.rs"));
 }
+
+#[cfg(test)]
+mod tests {
+    /// `names/*.txt` list exactly the functions of the cudarc version in the lock file.
+    #[test]
+    fn stub_lists_match_cudarc() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/gen_names.py");
+        let out = std::process::Command::new("python3").args([script, "--check"]).output().expect("python3 runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
