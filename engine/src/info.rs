@@ -2,7 +2,9 @@
 //! used — and if not, exactly why. Never panics: a missing CUDA driver is a line in the report, not
 //! an error.
 
-/// The widest SIMD instruction set the CPU offers that the CPU kernels (through `gemm`) use.
+/// The widest SIMD instruction set the CPU offers that the CPU kernels use: `gemm`'s (built with
+/// its `x86-v4` feature, so AVX-512F machines run its AVX-512 kernels) and bitgrad's own AVX2+FMA
+/// loops (group norm, SGD), which run on AVX2 and AVX-512 machines alike.
 pub fn simd_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {

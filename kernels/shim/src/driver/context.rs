@@ -38,14 +38,25 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(pctx: *mut Handle, dev: CUdevi
 #[no_mangle]
 pub unsafe extern "C" fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) -> CUresult {
     api("cuDevicePrimaryCtxRelease_v2", CUDA_ERROR_UNKNOWN, || {
+        // Destroying a context first lets its queued work finish (outside the lock, which the
+        // stream workers need), as the driver synchronizes before tearing a context down.
+        let (id, last, streams) = {
+            let d = driver();
+            let dev = d.device(dev)?;
+            let id = d.primary[dev]
+                .ok_or_else(|| Fail::new(CUDA_ERROR_INVALID_CONTEXT, "the primary context is not retained"))?;
+            let last = d.contexts[&id].refcount == 1;
+            (id, last, if last { d.ctx_streams(id) } else { Vec::new() })
+        };
+        for s in &streams {
+            s.wait_for(s.enqueued());
+        }
         let mut d = driver();
-        let dev = d.device(dev)?;
-        let id = d.primary[dev]
-            .ok_or_else(|| Fail::new(CUDA_ERROR_INVALID_CONTEXT, "the primary context is not retained"))?;
-        let c = d.contexts.get_mut(&id).expect("primary contexts are live");
+        let Some(c) = d.contexts.get_mut(&id) else { return Ok(()) };
         c.refcount -= 1;
-        if c.refcount == 0 {
+        if last && c.refcount == 0 {
             // Destroyed: its streams stop, its memory, modules and handles are gone.
+            let dev = c.device;
             d.contexts.remove(&id);
             d.primary[dev] = None;
             for (_, s) in d.streams.values().filter(|(c, _)| *c == id) {
