@@ -8,12 +8,14 @@ use bitgrad::models::io::{self, LoadOptions};
 use bitgrad::models::{Error, ResNetV2Config, Result};
 use bitgrad::DType;
 
-use super::common::describe;
+use super::common::{describe, parse_dtype};
+use super::weights::WeightsSource;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Input weights (.safetensors or .npz, recognised by content).
-    input: PathBuf,
+    /// Input weights (.safetensors or .npz, recognised by content, or a weight name); a training
+    /// checkpoint's optimizer state is left out.
+    input: WeightsSource,
     /// Output file: .safetensors (timm names, OIHW) or .npz (BiT names, HWIO).
     output: PathBuf,
     /// Convert float tensors to this dtype (f32, f16, bf16, f64).
@@ -21,31 +23,22 @@ pub struct Args {
     dtype: Option<DType>,
 }
 
-fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f64" => Ok(DType::F64),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        _ => Err(format!("`{s}` is not a float dtype (f32, f16, bf16, f64)")),
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
-    if args.input == args.output {
+    let input = args.input.resolve()?;
+    if input == args.output {
         return Err(Error::Msg("the output must be a different file from the input".into()));
     }
     let mut opts = LoadOptions::new();
     if let Some(d) = args.dtype {
         opts = opts.dtype(d);
     }
-    let mut sd = io::load_weights(&args.input, &opts)?;
+    let mut sd = io::load_model_weights(&input, &opts)?;
     let config = ResNetV2Config::infer(&sd)?;
     sd.metadata_mut().extend(config.to_metadata());
     io::save_weights(&args.output, &sd)?;
     println!(
         "{} → {}: {} tensors, {} parameters, {}",
-        args.input.display(),
+        input.display(),
         args.output.display(),
         sd.len(),
         sd.numel(),
