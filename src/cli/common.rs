@@ -34,6 +34,7 @@ pub fn load_model_and_classes(args: &WeightArgs, device: Device) -> Result<(ResN
     let sd = io::load_model_weights(&path, &LoadOptions::new())?;
     let config = ResNetV2Config::infer(&sd)?;
     check_arch(&config, args.arch.as_deref(), &path)?;
+    check_implied_arch(&config, &args.weights, &path)?;
     let classes = io::class_names(&sd, config.num_classes);
     Ok((ResNetV2::from_state_dict_in(&sd, DType::F32, device)?, classes))
 }
@@ -62,6 +63,13 @@ pub fn check_arch(config: &ResNetV2Config, arch: Option<&str>, path: &Path) -> R
             have.map_or_else(|| describe(config), str::to_string)
         ))),
     }
+}
+
+/// A `hf-hub:timm/<arch>.<tag>` name promises timm's architecture `<arch>`: the file must hold it.
+pub fn check_implied_arch(config: &ResNetV2Config, source: &WeightsSource, path: &Path) -> Result<()> {
+    let Some(arch) = source.implied_arch() else { return Ok(()) };
+    check_arch(config, Some(&arch), path)
+        .map_err(|e| Error::Config(format!("{} names timm's architecture {arch}: {e}", source.0)))
 }
 
 /// A one-line description of an architecture that has no name.

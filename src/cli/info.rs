@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use bitgrad::models::io::{self, LoadOptions};
 use bitgrad::models::{ResNetV2Config, Result};
 
-use super::common::{check_arch, describe};
+use super::common::{check_arch, check_implied_arch, describe};
 use super::weights::WeightsSource;
 
 #[derive(clap::Args)]
@@ -29,6 +29,7 @@ pub fn run(args: Args) -> Result<()> {
     let sd = io::load_model_weights(&path, &LoadOptions::new())?;
     let config = ResNetV2Config::infer(&sd)?;
     check_arch(&config, args.arch.as_deref(), &path)?;
+    check_implied_arch(&config, &source, &path)?;
     let mut dtypes = BTreeMap::new();
     for (_, t) in sd.iter() {
         *dtypes.entry(format!("{:?}", t.dtype())).or_insert(0usize) += t.numel();

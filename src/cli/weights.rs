@@ -24,6 +24,15 @@ impl WeightsSource {
     pub fn resolve(&self) -> Result<PathBuf> {
         hub::resolve(&self.0)
     }
+
+    /// The architecture a `hf-hub:timm/<arch>.<tag>` name promises (checked against the file
+    /// like `--arch`); `None` for files, BiT names and other repositories.
+    pub fn implied_arch(&self) -> Option<String> {
+        match WeightSpec::parse(&self.0).ok()? {
+            WeightSpec::Hub { repo, .. } => hub::timm_arch(&repo).map(|(arch, _)| arch.to_string()),
+            _ => None,
+        }
+    }
 }
 
 #[derive(clap::Args)]

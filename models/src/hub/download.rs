@@ -32,14 +32,35 @@ pub struct Expect {
     pub sha256: Option<String>,
 }
 
-/// An HTTP agent with bounded waits; proxies from the usual environment variables.
-pub fn agent(follow_redirects: bool) -> ureq::Agent {
+/// An HTTP agent for `url` with bounded waits; the proxy of `HTTPS_PROXY`/`HTTP_PROXY`/
+/// `ALL_PROXY` unless `url`'s host is local or listed in `NO_PROXY` (ureq alone ignores it).
+pub fn agent(url: &str, follow_redirects: bool) -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(20))
         .timeout_read(Duration::from_secs(60))
         .redirects(if follow_redirects { 8 } else { 0 })
-        .try_proxy_from_env(true)
+        .try_proxy_from_env(proxy_applies(url, std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")).ok()))
         .build()
+}
+
+/// Whether a proxy may carry `url`: not for loopback hosts, nor for hosts that `no_proxy`
+/// (comma-separated names or domain suffixes, `*` for all) lists.
+fn proxy_applies(url: &str, no_proxy: Option<String>) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    }
+    .to_ascii_lowercase();
+    if host == "localhost" || host == "::1" || host.starts_with("127.") {
+        return false;
+    }
+    !no_proxy
+        .unwrap_or_default()
+        .split(',')
+        .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+        .any(|e| !e.is_empty() && (e == "*" || host == e || host.ends_with(&format!(".{e}"))))
 }
 
 /// A failed request in words: the status code, or the transport problem.
@@ -57,7 +78,7 @@ pub fn fetch(url: &str, dest: &Path, part: &Path, expect: &Expect, token: Option
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     }
-    let agent = agent(true);
+    let agent = agent(url, true);
     let mut total = expect.size;
     let mut last_problem = String::new();
     eprintln!("downloading {url}\n         to {}", dest.display());
@@ -199,4 +220,22 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         h.update(&buf[..k]);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proxy_applies;
+
+    #[test]
+    fn no_proxy_for_local_and_listed_hosts() {
+        assert!(proxy_applies("https://huggingface.co/timm/x", None));
+        assert!(!proxy_applies("http://127.0.0.1:8080/a", None));
+        assert!(!proxy_applies("http://localhost/a", None));
+        assert!(!proxy_applies("http://[::1]:80/a", None));
+        let np = || Some("example.org, .googleapis.com".to_string());
+        assert!(!proxy_applies("https://storage.googleapis.com/bit_models/x.npz", np()));
+        assert!(!proxy_applies("https://example.org:443/x", np()));
+        assert!(proxy_applies("https://notexample.org/x", np()));
+        assert!(!proxy_applies("https://huggingface.co/x", Some("*".into())));
+    }
 }

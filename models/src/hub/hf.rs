@@ -93,32 +93,45 @@ struct FileMeta {
 }
 
 fn head(cfg: &HubConfig, url: &str) -> std::result::Result<FileMeta, String> {
-    let mut req = download::agent(false).head(url);
-    if let Some(t) = &cfg.token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let resp = req.call().map_err(|e| download::describe(&e))?;
-    let h = |k: &str| resp.header(k).map(|v| v.trim().to_string());
-    let commit = h("X-Repo-Commit").ok_or("the answer has no X-Repo-Commit header (not a hub?)")?;
-    let linked = h("X-Linked-Etag");
-    let lfs = linked.is_some();
-    let etag = linked.or_else(|| h("ETag")).ok_or("the answer has no ETag")?;
-    // Weak ETags (W/"…") and quotes are not part of the blob name.
-    let etag = etag.trim_start_matches("W/").trim_matches('"').to_string();
-    let safe = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !safe(&etag) || !safe(&commit) {
-        return Err(format!("unusable ETag {etag:?} or commit {commit:?}"));
-    }
-    let size = h("X-Linked-Size").or_else(|| h("Content-Length")).and_then(|v| v.parse().ok());
-    let location = match resp.status() {
-        300..=399 => {
-            let loc = h("Location").ok_or("a redirect without a Location")?;
-            // A relative Location is relative to the endpoint's origin.
-            Some(if loc.starts_with('/') { format!("{}{loc}", origin(&cfg.hub_endpoint)) } else { loc })
+    let mut url = url.to_string();
+    // A relative redirect without the hub's headers is the hub's own (a renamed repository):
+    // followed here, as the hub's clients do; an absolute one is the file's CDN address.
+    for _ in 0..5 {
+        let mut req = download::agent(&url, false).head(&url);
+        if let Some(t) = &cfg.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
         }
-        _ => None,
-    };
-    Ok(FileMeta { commit, etag, size, lfs, location })
+        let resp = req.call().map_err(|e| download::describe(&e))?;
+        let h = |k: &str| resp.header(k).map(|v| v.trim().to_string());
+        let location = match resp.status() {
+            300..=399 => Some(h("Location").ok_or("a redirect without a Location")?),
+            _ => None,
+        };
+        let Some(commit) = h("X-Repo-Commit") else {
+            match location {
+                Some(loc) if loc.starts_with('/') => {
+                    url = format!("{}{loc}", origin(&cfg.hub_endpoint));
+                    continue;
+                }
+                _ => return Err("the answer has no X-Repo-Commit header (not a hub?)".into()),
+            }
+        };
+        let linked = h("X-Linked-Etag");
+        let lfs = linked.is_some();
+        let etag = linked.or_else(|| h("ETag")).ok_or("the answer has no ETag")?;
+        // Weak ETags (W/"…") and quotes are not part of the blob name.
+        let etag = etag.trim_start_matches("W/").trim_matches('"').to_string();
+        let safe = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !safe(&etag) || !safe(&commit) {
+            return Err(format!("unusable ETag {etag:?} or commit {commit:?}"));
+        }
+        let size = h("X-Linked-Size").or_else(|| h("Content-Length")).and_then(|v| v.parse().ok());
+        // A relative Location is relative to the endpoint's origin.
+        let location =
+            location.map(|loc| if loc.starts_with('/') { format!("{}{loc}", origin(&cfg.hub_endpoint)) } else { loc });
+        return Ok(FileMeta { commit, etag, size, lfs, location });
+    }
+    Err("too many redirects".into())
 }
 
 fn origin(endpoint: &str) -> &str {
