@@ -62,7 +62,7 @@ fn render(buf: &mut [u8], result: &StudyResult) -> std::result::Result<(), Strin
         .configure_mesh()
         .disable_mesh()
         .x_labels(0)
-        .y_labels(((y1 - y0) / 10.0).round() as usize + 1)
+        .y_labels(((y1 - y0) / 5.0).round() as usize + 1)
         .y_desc("top-1 on the test set (%)")
         .x_desc("batch size (examples per step, log scale)")
         .y_label_formatter(&|y| format!("{y:.0}"))

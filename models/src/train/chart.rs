@@ -99,3 +99,30 @@ fn render(buf: &mut [u8], losses: &[(u64, f64)], accuracies: &[(u64, f64)]) -> s
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dark pixels in a band of rows: text is black on white there or nothing is.
+    fn dark(img: &image::RgbImage, rows: std::ops::Range<u32>, cols: std::ops::Range<u32>) -> usize {
+        rows.flat_map(|y| cols.clone().map(move |x| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0.iter().all(|&c| c < 100))
+            .count()
+    }
+
+    #[test]
+    fn the_chart_has_text() {
+        let path = std::env::temp_dir().join(format!("bitgrad-chart-{}.png", std::process::id()));
+        let losses: Vec<(u64, f64)> = (1..=50).map(|s| (s, 2.0 / (1.0 + s as f64 / 10.0))).collect();
+        draw(&path, &losses, &[(10, 0.3), (30, 0.6), (50, 0.7)]).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(img.dimensions(), (W, H));
+        // The title (top band, centre), the y-axis label (left band) and the x tick labels and
+        // "step" under the lower panel.
+        assert!(dark(&img, 0..28, 250..550) > 40, "no title");
+        assert!(dark(&img, 60..260, 0..24) > 40, "no y-axis label");
+        assert!(dark(&img, H - 40..H, 60..W) > 40, "no x-axis text");
+    }
+}
