@@ -349,3 +349,18 @@ fn a_wrong_checksum_leaves_nothing_in_the_cache() {
     assert!(e.contains("SHA-256 mismatch") && e.contains(&wrong) && e.contains(RESOLVE), "{e}");
     assert!(files(&dir).iter().all(|f| !f.contains("blobs/") && !f.contains("snapshots/")), "{:?}", files(&dir));
 }
+
+#[test]
+fn a_partial_file_longer_than_the_file_is_started_over() {
+    let body = fixture("tiny.safetensors");
+    let sha = sha256(&body);
+    let server = serve(hub(body.clone(), sha.clone(), body.clone()));
+    let dir = tmpdir("too-long");
+    let blobs = dir.join("hf/hub/models--timm--resnetv2_50x1_bit.goog_in21k/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(blobs.join(format!("{sha}.incomplete")), vec![7u8; body.len() + 10]).unwrap();
+    let path = resolve_with(&config(&server, &dir), &format!("hf-hub:{REPO}")).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), body);
+    let log = server.log.lock().unwrap().clone();
+    assert_eq!(log.iter().find(|r| r.method == "GET").unwrap().range_start(), None, "{log:?}");
+}

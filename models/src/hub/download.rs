@@ -83,8 +83,13 @@ pub fn fetch(url: &str, dest: &Path, part: &Path, expect: &Expect, token: Option
     let mut last_problem = String::new();
     eprintln!("downloading {url}\n         to {}", dest.display());
     for attempt in 0..ATTEMPTS {
-        let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
-        if total.is_some_and(|t| have >= t) {
+        let mut have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+        if total.is_some_and(|t| have > t) {
+            // Longer than the file: not a prefix of it (another file's bytes); start over.
+            std::fs::remove_file(part).map_err(|e| io(part, e))?;
+            have = 0;
+        }
+        if total.is_some_and(|t| have == t) {
             break;
         }
         if attempt > 0 {
