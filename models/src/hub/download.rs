@@ -72,7 +72,7 @@ pub fn describe(e: &ureq::Error) -> String {
 }
 
 /// Downloads `url` to `dest` through the partial file `part` (see the module docs). `token`
-/// goes out as a bearer token (the agent drops it on redirects to other hosts).
+/// goes out as a bearer token (ureq drops it on any redirect).
 pub fn fetch(url: &str, dest: &Path, part: &Path, expect: &Expect, token: Option<&str>) -> Result<()> {
     let io = |p: &Path, e: std::io::Error| Error::io(p, e);
     if let Some(dir) = dest.parent() {
