@@ -144,6 +144,8 @@ fn names_resolve_through_the_environment_and_the_cache() {
     assert!(line("BiT-S-R50x1 ").contains(&npz.display().to_string()), "{list}");
     assert!(line("BiT-M-R152x4 ").trim_end().ends_with('-'), "{list}");
     assert!(list.contains("offline"), "{list}");
+    // The hub repository fetched above is not one of the known names: listed as cached too.
+    assert!(line(&format!("hf-hub:{REPO}")).contains(&snapshot.display().to_string()), "{list}");
 
     // The name's architecture is checked against the file.
     let o = env.run(false, &["info", "--weights", "hf-hub:timm/resnetv2_50x1_bit.goog_in21k"]);

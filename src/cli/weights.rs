@@ -78,10 +78,37 @@ fn list(cfg: &HubConfig) {
         let arch = hub::timm_arch(repo).map_or("-", |(a, _)| a);
         println!("  {:<58} {arch:<20} {}", format!("hf-hub:{repo}"), mark(&spec));
     }
+    let others = other_cached(cfg);
+    if !others.is_empty() {
+        println!("\nother cached hub repositories:");
+        for (name, path) in others {
+            println!("  {name:<58} {}", path.display());
+        }
+    }
     println!(
         "\ncaches: {} (BiT .npz), {} (hub){}",
         cfg.cache_dir.join("bit_models").display(),
         cfg.hub_cache.display(),
         if cfg.offline { "; offline (HF_HUB_OFFLINE)" } else { "" }
     );
+}
+
+/// Cached hub repositories with a `model.safetensors` at `main` that the list above does not
+/// name (fetched with `hf-hub:` by bitgrad, or by timm or huggingface_hub).
+fn other_cached(cfg: &HubConfig) -> Vec<(String, PathBuf)> {
+    let known: Vec<&str> = BIT_RELEASES.iter().filter_map(|r| r.timm).collect();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&cfg.hub_cache).into_iter().flatten().flatten() {
+        let dir = entry.file_name().to_string_lossy().into_owned();
+        let Some(repo) = dir.strip_prefix("models--").map(|r| r.replacen("--", "/", 1)) else { continue };
+        if known.contains(&repo.as_str()) {
+            continue;
+        }
+        let spec = WeightSpec::Hub { repo: repo.clone(), revision: "main".into() };
+        if let Some(path) = hub::cached(cfg, &spec) {
+            out.push((format!("hf-hub:{repo}"), path));
+        }
+    }
+    out.sort();
+    out
 }
