@@ -135,11 +135,14 @@ fn config(server: &Server, dir: &Path) -> HubConfig {
     }
 }
 
-/// Every file under `dir`, relative, sorted.
+/// Every file under `dir`, relative, sorted; the empty lock files under `.locks/` left out.
 fn files(dir: &Path) -> Vec<String> {
     fn walk(d: &Path, root: &Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
             let p = e.path();
+            if e.file_name() == ".locks" {
+                continue;
+            }
             if p.is_dir() && !e.file_type().unwrap().is_symlink() {
                 walk(&p, root, out);
             } else {
@@ -363,4 +366,29 @@ fn a_partial_file_longer_than_the_file_is_started_over() {
     assert_eq!(std::fs::read(&path).unwrap(), body);
     let log = server.log.lock().unwrap().clone();
     assert_eq!(log.iter().find(|r| r.method == "GET").unwrap().range_start(), None, "{log:?}");
+}
+
+#[test]
+fn two_downloads_of_one_name_take_turns() {
+    let body = fixture("mini2.npz");
+    let b2 = body.clone();
+    let server = serve(Box::new(move |req, _| {
+        // Slow enough that the second caller arrives while the first one downloads.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        ranged(req, &b2)
+    }));
+    let dir = tmpdir("turns");
+    let cfg = config(&server, &dir);
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || resolve_with(&cfg, "BiT-M-R50x3"))
+        })
+        .collect();
+    for h in handles {
+        let path = h.join().unwrap().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+    }
+    assert_eq!(server.log.lock().unwrap().len(), 1, "one download, the other caller waited for it");
+    assert!(dir.join("bitgrad/.locks/bit_models/BiT-M-R50x3.npz.lock").exists());
 }

@@ -32,6 +32,7 @@ pub fn get(cfg: &HubConfig, r: &BitRelease) -> Result<PathBuf> {
         return Err(fail("HF_HUB_OFFLINE is set and the cache lacks it".into()));
     }
     let part = dest.with_extension("npz.part");
-    download::fetch(&url, &dest, &part, &Expect::default(), None).map_err(|e| fail(e.to_string()))?;
+    let lock = cfg.cache_dir.join(".locks").join("bit_models").join(format!("{}.npz.lock", r.name));
+    download::fetch(&url, &dest, &part, &lock, &Expect::default(), None).map_err(|e| fail(e.to_string()))?;
     Ok(dest)
 }

@@ -10,6 +10,10 @@
 //!    `Content-Length`/`Content-Range`), and the SHA-256 against the published one (the hub's
 //!    LFS ETag). A file that is complete but wrong is deleted: resuming it could never help.
 //! 4. fsync, rename over the destination, fsync the directory.
+//!
+//! Two processes fetching the same file take turns: each holds an advisory lock (`flock`) on a
+//! lock file under the cache's `.locks/` (as huggingface_hub does) while it writes the partial
+//! file, and the one that waited finds the finished file and returns.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Read, Write};
@@ -73,10 +77,14 @@ pub fn describe(e: &ureq::Error) -> String {
 
 /// Downloads `url` to `dest` through the partial file `part` (see the module docs). `token`
 /// goes out as a bearer token (ureq drops it on any redirect).
-pub fn fetch(url: &str, dest: &Path, part: &Path, expect: &Expect, token: Option<&str>) -> Result<()> {
+pub fn fetch(url: &str, dest: &Path, part: &Path, lock: &Path, expect: &Expect, token: Option<&str>) -> Result<()> {
     let io = |p: &Path, e: std::io::Error| Error::io(p, e);
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    let _turn = take_turn(lock, dest)?;
+    if dest.is_file() {
+        return Ok(()); // Another process finished it while we waited.
     }
     let agent = agent(url, true);
     let mut total = expect.size;
@@ -171,6 +179,30 @@ pub fn fetch(url: &str, dest: &Path, part: &Path, expect: &Expect, token: Option
         }
     }
     Ok(())
+}
+
+/// Holds the lock file `lock` exclusively until the returned file is dropped, waiting (with a
+/// message) while another process holds it. Advisory, so only our own downloads take part.
+fn take_turn(lock: &Path, dest: &Path) -> Result<File> {
+    if let Some(dir) = lock.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(lock).map_err(|e| Error::io(lock, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        let try_lock = |how| unsafe { libc::flock(f.as_raw_fd(), how) } == 0;
+        if !try_lock(libc::LOCK_EX | libc::LOCK_NB) {
+            eprintln!("waiting for another download of {} to finish", dest.display());
+            if !try_lock(libc::LOCK_EX) {
+                return Err(Error::io(lock, std::io::Error::last_os_error()));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dest;
+    Ok(f)
 }
 
 /// The first byte of a `Content-Range: bytes A-B/T` answer.

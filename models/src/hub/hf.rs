@@ -6,6 +6,7 @@
 //!   blobs/<etag>                      the file, named by the hub's ETag (the SHA-256 for LFS files)
 //!   snapshots/<commit>/model.safetensors → ../../blobs/<etag>
 //!   refs/main                         the commit `main` pointed at
+//! $HF_HUB_CACHE/.locks/models--timm--…/<etag>.lock   held while a process downloads the blob
 //! ```
 //!
 //! A `HEAD` on `{endpoint}/{repo}/resolve/{revision}/{file}` without following redirects gives the
@@ -20,8 +21,12 @@ use super::download::{self, Expect};
 use crate::{Error, Result};
 
 /// `models--org--name`.
+fn repo_folder(repo: &str) -> String {
+    format!("models--{}", repo.replace('/', "--"))
+}
+
 pub fn repo_dir(cfg: &HubConfig, repo: &str) -> PathBuf {
-    cfg.hub_cache.join(format!("models--{}", repo.replace('/', "--")))
+    cfg.hub_cache.join(repo_folder(repo))
 }
 
 /// The URL of a file.
@@ -71,7 +76,8 @@ pub fn get(cfg: &HubConfig, repo: &str, revision: &str, file: &str) -> Result<Pa
         let from = meta.location.clone().unwrap_or_else(|| url.clone());
         // The token is for the hub only, never for the CDN a redirect points to.
         let token = cfg.token.as_deref().filter(|_| from.starts_with(origin(&cfg.hub_endpoint)));
-        download::fetch(&from, &blob, &part, &Expect { size: meta.size, sha256 }, token)
+        let lock = cfg.hub_cache.join(".locks").join(repo_folder(repo)).join(format!("{}.lock", meta.etag));
+        download::fetch(&from, &blob, &part, &lock, &Expect { size: meta.size, sha256 }, token)
             .map_err(|e| fail(e.to_string()))?;
     }
     let snapshot = dir.join("snapshots").join(&meta.commit);
