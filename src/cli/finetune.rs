@@ -136,7 +136,7 @@ pub struct RunArgs {
 
 pub fn run(args: Args) -> Result<()> {
     let source = match (&args.weights, &args.arch) {
-        (Some(w), _) => Source::Weights { path: w.resolve()?, norm: args.norm.clone() },
+        (Some(w), _) => Source::Weights { path: w.resolve()?, norm: args.norm.clone(), arch: w.implied_arch() },
         (None, Some(arch)) => Source::Scratch { arch: arch.clone(), norm: args.norm.clone(), zero_head: true },
         (None, None) if args.run.resume.is_some() => {
             Source::Scratch { arch: String::new(), norm: args.norm.clone(), zero_head: true }
@@ -151,8 +151,9 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The model a run starts from.
 pub enum Source {
-    /// Pre-trained weights; `norm`, when given, must be the file's own normalization.
-    Weights { path: PathBuf, norm: Option<String> },
+    /// Pre-trained weights; `norm`, when given, must be the file's own normalization, `arch`
+    /// (what a `hf-hub:timm/<arch>.<tag>` name promises) its architecture.
+    Weights { path: PathBuf, norm: Option<String>, arch: Option<String> },
     /// A fresh model of `arch` with the normalization spec `norm` (the architecture's own when
     /// `None`).
     Scratch { arch: String, norm: Option<String>, zero_head: bool },
@@ -197,8 +198,11 @@ pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArg
             return Err(Error::Config("--norm with --resume: the checkpoint decides the normalization".into()))
         }
         (Some(ck), _) => TrainConfig::resume(ck, hyper),
-        (None, Source::Weights { path, norm }) => {
+        (None, Source::Weights { path, norm, arch }) => {
             let sd = load_model_weights(&path, &LoadOptions::new())?;
+            if let Some(arch) = arch {
+                super::common::check_arch(&ResNetV2Config::infer(&sd)?, Some(&arch), &path)?;
+            }
             if let Some(spec) = norm {
                 check_norm_agrees(&ResNetV2Config::infer(&sd)?, &spec, &path)?;
             }
