@@ -177,6 +177,9 @@ fn batchnorm_exports_carry_num_batches_tracked_and_load_back() {
     let again = tmp("bn_again.safetensors");
     ok(&["export", s(&out), s(&again)]);
     assert_eq!(load(&again).get(counters[0]).unwrap().to_vec::<i64>().unwrap(), [42]);
+    let half = tmp("bn_f16.safetensors");
+    ok(&["convert", s(&out), s(&half), "--dtype", "f16"]);
+    assert_eq!(load(&half).get(counters[0]).unwrap().to_vec::<i64>().unwrap(), [42], "convert keeps the counters");
     // timm's side, with an input of the right size.
     let mut rng = Rng::new(1);
     let x = Tensor::randn([2, 3, 32, 32], 0.0, 1.0, DType::F32, Device::Cpu, &mut rng).unwrap();

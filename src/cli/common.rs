@@ -1,5 +1,6 @@
-//! Pieces the model subcommands share: loading a model from a weight file (with an optional
-//! `--arch` assertion), writing named tensors to a safetensors file, reading a tensor batch.
+//! Pieces the model subcommands share: loading a model from a weight file or name (with an
+//! optional `--arch` assertion, and the class names the file carries), writing named tensors to
+//! a safetensors file, reading a tensor batch.
 
 use std::path::Path;
 

@@ -9,12 +9,13 @@ use bitgrad::models::{Error, ResNetV2Config, Result};
 use bitgrad::DType;
 
 use super::common::{describe, parse_dtype};
+use super::export::batches_tracked;
 use super::weights::WeightsSource;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Input weights (.safetensors or .npz, recognised by content, or a weight name); a training
-    /// checkpoint's optimizer state is left out.
+    /// checkpoint's optimizer state is left out, BatchNorm counters are kept (safetensors).
     input: WeightsSource,
     /// Output file: .safetensors (timm names, OIHW) or .npz (BiT names, HWIO).
     output: PathBuf,
@@ -32,9 +33,16 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(d) = args.dtype {
         opts = opts.dtype(d);
     }
-    let mut sd = io::load_model_weights(&input, &opts)?;
+    let full = io::load_weights(&input, &opts)?;
+    let count = batches_tracked(&full);
+    let mut sd = io::model_only(full).map_err(|e| Error::Msg(format!("{}: {e}", input.display())))?;
     let config = ResNetV2Config::infer(&sd)?;
     sd.metadata_mut().extend(config.to_metadata());
+    let npz = args.output.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+    if !npz {
+        // A PyTorch BatchNorm state dict stays one: its counters go back in.
+        sd = io::add_num_batches_tracked(sd, count)?;
+    }
     io::save_weights(&args.output, &sd)?;
     println!(
         "{} → {}: {} tensors, {} parameters, {}",

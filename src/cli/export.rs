@@ -30,7 +30,7 @@ pub struct Args {
 /// The value of PyTorch's counter for an exported BatchNorm: the input file's own counter when it
 /// has one, else the training forward passes of a bitgrad run (steps × micro-batches per step),
 /// else 0 (weights that never ran a training forward here).
-fn batches_tracked(sd: &StateDict) -> i64 {
+pub(super) fn batches_tracked(sd: &StateDict) -> i64 {
     let carried = sd.iter().find(|(n, _)| n.ends_with(NUM_BATCHES_TRACKED)).and_then(|(_, t)| t.to_vec::<i64>().ok());
     if let Some(v) = carried.and_then(|v| v.first().copied()) {
         return v;
