@@ -5,7 +5,10 @@
 pub mod bit;
 pub mod data;
 mod error;
+mod font;
+pub mod hub;
 pub mod io;
+pub mod labels;
 pub mod nn;
 pub mod schedule;
 pub mod study;

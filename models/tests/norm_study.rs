@@ -70,6 +70,15 @@ fn minimal_grid_writes_a_well_formed_table_and_plot() {
     for (name, (r, g, b)) in &COLORS[..2] {
         assert!(png.pixels().any(|p| p.0 == [*r, *g, *b]), "no {name} pixel in the plot");
     }
+    // Text: the title across the top band and the batch-size ticks under the plot are dark
+    // glyph pixels on white.
+    let dark = |rows: std::ops::Range<u32>| {
+        rows.flat_map(|y| (100..700).map(move |x| (x, y)))
+            .filter(|&(x, y)| png.get_pixel(x, y).0.iter().all(|&c| c < 100))
+            .count()
+    };
+    assert!(dark(0..30) > 40, "no title in the plot");
+    assert!(dark(440..500) > 40, "no axis text in the plot");
     std::fs::remove_dir_all(&dir).ok();
     eprintln!("minimal study grid: {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -8,12 +8,15 @@ use bitgrad::models::io::{self, LoadOptions};
 use bitgrad::models::{Error, ResNetV2Config, Result};
 use bitgrad::DType;
 
-use super::common::describe;
+use super::common::{describe, parse_dtype};
+use super::export::batches_tracked;
+use super::weights::WeightsSource;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Input weights (.safetensors or .npz, recognised by content).
-    input: PathBuf,
+    /// Input weights (.safetensors or .npz, recognised by content, or a weight name); a training
+    /// checkpoint's optimizer state is left out, BatchNorm counters are kept (safetensors).
+    input: WeightsSource,
     /// Output file: .safetensors (timm names, OIHW) or .npz (BiT names, HWIO).
     output: PathBuf,
     /// Convert float tensors to this dtype (f32, f16, bf16, f64).
@@ -21,31 +24,29 @@ pub struct Args {
     dtype: Option<DType>,
 }
 
-fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f64" => Ok(DType::F64),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        _ => Err(format!("`{s}` is not a float dtype (f32, f16, bf16, f64)")),
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
-    if args.input == args.output {
+    let input = args.input.resolve()?;
+    if input == args.output {
         return Err(Error::Msg("the output must be a different file from the input".into()));
     }
     let mut opts = LoadOptions::new();
     if let Some(d) = args.dtype {
         opts = opts.dtype(d);
     }
-    let mut sd = io::load_weights(&args.input, &opts)?;
+    let full = io::load_weights(&input, &opts)?;
+    let count = batches_tracked(&full);
+    let mut sd = io::model_only(full).map_err(|e| Error::Msg(format!("{}: {e}", input.display())))?;
     let config = ResNetV2Config::infer(&sd)?;
     sd.metadata_mut().extend(config.to_metadata());
+    let npz = args.output.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+    if !npz {
+        // A PyTorch BatchNorm state dict stays one: its counters go back in.
+        sd = io::add_num_batches_tracked(sd, count)?;
+    }
     io::save_weights(&args.output, &sd)?;
     println!(
         "{} → {}: {} tensors, {} parameters, {}",
-        args.input.display(),
+        input.display(),
         args.output.display(),
         sd.len(),
         sd.numel(),

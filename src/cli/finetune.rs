@@ -10,19 +10,22 @@ use std::sync::Arc;
 
 use bitgrad::engine::Rng;
 use bitgrad::models::data::{open_idx_dir, open_safetensors, shots, Cifar, Dataset, ImageFolder, Subset};
-use bitgrad::models::io::{load_weights, LoadOptions};
+use bitgrad::models::io::{load_model_weights, LoadOptions};
 use bitgrad::models::schedule::{HyperRule, Resolution, Schedule};
 use bitgrad::models::train::{train, Summary, TrainConfig};
 use bitgrad::models::{Error, ResNetV2Config, Result};
 use bitgrad::Device;
 use clap::{Args as ClapArgs, ValueEnum};
 
+use super::weights::WeightsSource;
+
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Pre-trained weights (timm safetensors or BiT .npz). Without them the model is trained
-    /// from scratch with the architecture of --arch.
+    /// Pre-trained weights: timm safetensors, a BiT .npz, a checkpoint, or a name (BiT-M-R50x1,
+    /// hf-hub:timm/NAME; downloaded once). Without them the model is trained from scratch with
+    /// the architecture of --arch.
     #[arg(long, short = 'w')]
-    weights: Option<PathBuf>,
+    weights: Option<WeightsSource>,
     /// Architecture for a from-scratch run (e.g. resnetv2_50x1_bit, resnetv2_tiny_bit).
     #[arg(long)]
     arch: Option<String>,
@@ -133,7 +136,7 @@ pub struct RunArgs {
 
 pub fn run(args: Args) -> Result<()> {
     let source = match (&args.weights, &args.arch) {
-        (Some(w), _) => Source::Weights { path: w.clone(), norm: args.norm.clone() },
+        (Some(w), _) => Source::Weights { path: w.resolve()?, norm: args.norm.clone(), arch: w.implied_arch() },
         (None, Some(arch)) => Source::Scratch { arch: arch.clone(), norm: args.norm.clone(), zero_head: true },
         (None, None) if args.run.resume.is_some() => {
             Source::Scratch { arch: String::new(), norm: args.norm.clone(), zero_head: true }
@@ -148,8 +151,9 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The model a run starts from.
 pub enum Source {
-    /// Pre-trained weights; `norm`, when given, must be the file's own normalization.
-    Weights { path: PathBuf, norm: Option<String> },
+    /// Pre-trained weights; `norm`, when given, must be the file's own normalization, `arch`
+    /// (what a `hf-hub:timm/<arch>.<tag>` name promises) its architecture.
+    Weights { path: PathBuf, norm: Option<String>, arch: Option<String> },
     /// A fresh model of `arch` with the normalization spec `norm` (the architecture's own when
     /// `None`).
     Scratch { arch: String, norm: Option<String>, zero_head: bool },
@@ -194,8 +198,11 @@ pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArg
             return Err(Error::Config("--norm with --resume: the checkpoint decides the normalization".into()))
         }
         (Some(ck), _) => TrainConfig::resume(ck, hyper),
-        (None, Source::Weights { path, norm }) => {
-            let sd = load_weights(&path, &LoadOptions::new())?;
+        (None, Source::Weights { path, norm, arch }) => {
+            let sd = load_model_weights(&path, &LoadOptions::new())?;
+            if let Some(arch) = arch {
+                super::common::check_arch(&ResNetV2Config::infer(&sd)?, Some(&arch), &path)?;
+            }
             if let Some(spec) = norm {
                 check_norm_agrees(&ResNetV2Config::infer(&sd)?, &spec, &path)?;
             }
@@ -251,17 +258,22 @@ pub(crate) fn open_data(d: &DataArgs, seed: u64) -> Result<Split> {
     let Some(data) = &d.data else {
         return Err(Error::Config("give the dataset with --data DIR (or FILE for --format safetensors)".into()));
     };
-    Ok(match d.format {
+    open_split(data, d.format, d.val_split, seed)
+}
+
+/// The train and validation sets of `data` in `format` (`val_split`: see [`DataArgs`]).
+pub(crate) fn open_split(data: &std::path::Path, format: Format, val_split: f64, seed: u64) -> Result<Split> {
+    Ok(match format {
         Format::Imagefolder => {
-            let (t, v) = ImageFolder::open_train_val(data, d.val_split, seed)?;
+            let (t, v) = ImageFolder::open_train_val(data, val_split, seed)?;
             (Arc::new(t), Arc::new(v))
         }
         Format::Cifar10 | Format::Cifar100 => {
-            let c = if matches!(d.format, Format::Cifar10) { Cifar::Ten } else { Cifar::HundredFine };
+            let c = if matches!(format, Format::Cifar10) { Cifar::Ten } else { Cifar::HundredFine };
             (Arc::new(c.open(data, true)?), Arc::new(c.open(data, false)?))
         }
         Format::Idx => (Arc::new(open_idx_dir(data, true)?), Arc::new(open_idx_dir(data, false)?)),
-        Format::Safetensors => split(Arc::new(open_safetensors(data)?), d.val_split, seed)?,
+        Format::Safetensors => split(Arc::new(open_safetensors(data)?), val_split, seed)?,
     })
 }
 

@@ -5,6 +5,8 @@ mod bench;
 mod common;
 mod convert;
 mod demo;
+mod embed;
+mod export;
 mod finetune;
 mod forward;
 mod info;
@@ -12,6 +14,7 @@ mod predict;
 mod pretrain;
 mod shipped;
 mod study;
+mod weights;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +37,12 @@ enum Command {
     Backward(backward::Args),
     /// Convert weights between timm's safetensors and the original BiT .npz.
     Convert(convert::Args),
+    /// A fine-tuned checkpoint as a model file for timm/PyTorch (or a BiT .npz): model only.
+    Export(export::Args),
+    /// Pre-logits features (and labels) of a dataset, for linear probes and retrieval.
+    Embed(embed::Args),
+    /// Weight names: `weights list` (known names, what is cached), `weights get NAME`.
+    Weights(weights::Args),
     /// Run a benchmark program (prints GFLOP/s, GB/s or img/s, with the reference in the same run).
     Bench(bench::BenchArgs),
     /// Fine-tune BiT weights (or train from scratch) with the BiT-HyperRule on an image dataset.
@@ -51,6 +60,9 @@ pub fn run() -> bitgrad::models::Result<()> {
         Command::Forward(args) => forward::run(args),
         Command::Backward(args) => backward::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::Weights(args) => weights::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Pretrain(args) => pretrain::run(args),

@@ -1,12 +1,13 @@
-//! `bitgrad predict`: BiT preprocessing of image files and the top-5 classes of each.
+//! `bitgrad predict`: BiT preprocessing of image files and the top-5 classes of each, by name
+//! where the names are known (`--labels`, the weight file's own, or the shipped ImageNet lists).
 
 use std::path::{Path, PathBuf};
 
 use bitgrad::models::data::{eval_transform, images_to_tensor, read_rgb, Resize};
-use bitgrad::models::{Error, Module, Result};
+use bitgrad::models::{labels, Error, Module, Result};
 use bitgrad::{no_grad, Device, Tensor};
 
-use super::common::{load_model, WeightArgs};
+use super::common::{load_model_and_classes, WeightArgs};
 
 /// How image files become a model input.
 #[derive(clap::Args, Clone, Debug)]
@@ -45,7 +46,9 @@ pub fn load_images(paths: &[PathBuf], pre: &PreprocessArgs, device: Device) -> R
 pub struct Args {
     #[command(flatten)]
     weights: WeightArgs,
-    /// Class names, one per line, in the head's order (e.g. ilsvrc2012_wordnet_lemmas.txt).
+    /// Class names, one per line, in the head's order. Default: the names the file carries (an
+    /// export or a checkpoint), else the shipped ImageNet-1k or -21k list for a head of 1000 or
+    /// 21843 classes, else class numbers.
     #[arg(long)]
     labels: Option<PathBuf>,
     #[command(flatten)]
@@ -75,10 +78,14 @@ fn read_labels(path: &Path, classes: usize) -> Result<Vec<String>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut model = load_model(&args.weights, args.device)?;
+    let (mut model, carried) = load_model_and_classes(&args.weights, args.device)?;
     model.set_training(false);
     let classes = model.config().num_classes;
-    let names = args.labels.as_deref().map(|p| read_labels(p, classes)).transpose()?;
+    let names = match (&args.labels, carried) {
+        (Some(p), _) => Some(read_labels(p, classes)?),
+        (None, Some(names)) => Some(names),
+        (None, None) => labels::for_head(classes).transpose()?.map(|l| l.into_iter().map(|c| c.lemmas).collect()),
+    };
     let x = load_images(&args.images, &args.pre, args.device)?;
     let _no_graph = no_grad();
     let probs = model.forward(&x)?.softmax(1)?.to_device(Device::Cpu)?.to_vec::<f32>()?;

@@ -10,6 +10,7 @@
 mod atomic;
 pub mod bit_npz;
 mod bytes;
+mod model_only;
 pub mod npy;
 pub mod npz;
 mod options;
@@ -21,6 +22,9 @@ use std::io::Read;
 use std::path::Path;
 
 pub use bit_npz::{npz_to_timm, timm_to_npz};
+pub use model_only::{
+    add_num_batches_tracked, class_names, model_only, CLASSES_KEY, NUM_BATCHES_TRACKED, OPTIM_PREFIX, TRAIN_CLASSES_KEY,
+};
 pub use npz::{load as load_npz, save as save_npz};
 pub use options::LoadOptions;
 pub use safetensors::{load as load_safetensors, save as save_safetensors};
@@ -69,6 +73,14 @@ pub fn load_weights(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<StateD
             if len < 9 { ": too short for either" } else { "" }
         ),
     ))
+}
+
+/// [`load_weights`] keeping only the model's tensors: a training checkpoint's optimizer state
+/// and PyTorch's `num_batches_tracked` counters are dropped ([`model_only`]), so any of our
+/// checkpoints or a PyTorch BatchNorm state dict loads as a model.
+pub fn load_model_weights(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<StateDict> {
+    let path = path.as_ref();
+    model_only(load_weights(path, opts)?).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
 }
 
 /// Saves timm-named weights: `.safetensors` as they are, `.npz` in the original BiT names and

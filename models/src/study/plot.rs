@@ -1,15 +1,16 @@
 //! The PNG plot: top-1 against batch size, one line per normalization, drawn with plotters'
 //! bitmap backend and encoded with `image` as train/chart.rs does.
 //!
-//! No text (no font dependency), so the layout is fixed and described by the table: x is log2 of
-//! the batch size with a grey vertical line at each batch size of the grid; y is top-1 from
-//! [`y_range`]'s low to high end (multiples of 10 %) with grey lines every 10 %; each norm is a
-//! line of its colour ([`COLORS`](super::COLORS)) through the means, with a vertical bar of ± one
-//! standard deviation at each point.
+//! x is the batch size on a log2 scale (a tick and a grey line at each batch size of the grid);
+//! y is top-1 in percent from [`y_range`]'s low to high end (multiples of 10 %, grey lines every
+//! 10 %); each norm is a line of its colour ([`COLORS`](super::COLORS)) through the means, with a
+//! vertical bar of ± one standard deviation at each point, named in the legend. Title, axis
+//! labels and ticks use the embedded font (`crate::font`).
 
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::{Error, Result};
 
@@ -29,6 +30,7 @@ pub fn y_range(result: &StudyResult) -> (f64, f64) {
 }
 
 pub(super) fn draw(path: &Path, result: &StudyResult) -> Result<()> {
+    crate::font::ensure()?;
     let mut buf = vec![255u8; (W * H * 3) as usize];
     render(&mut buf, result).map_err(|e| Error::Msg(format!("cannot draw the study plot: {e}")))?;
     let img = image::RgbImage::from_raw(W, H, buf).ok_or_else(|| Error::Msg("plot buffer size".into()))?;
@@ -44,30 +46,65 @@ fn render(buf: &mut [u8], result: &StudyResult) -> std::result::Result<(), Strin
     let (x0, x1) = (xs.iter().copied().fold(f64::INFINITY, f64::min), xs.iter().copied().fold(0.0, f64::max));
     let (x0, x1) = (x0 - 0.3, x1.max(x0 + 1.0) + 0.3);
     let (y0, y1) = y_range(result);
+    let (y0, y1) = (y0 * 100.0, y1 * 100.0);
     let root = BitMapBackend::with_buffer(buf, (W, H)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let area = root.margin(12, 12, 12, 12);
-    let mut chart = ChartBuilder::on(&area).build_cartesian_2d(x0..x1, y0..y1).map_err(|e| err(&e))?;
-    let grey = RGBColor(210, 210, 210);
-    let steps = ((y1 - y0) * 10.0).round() as usize;
-    let hlines = (1..steps).map(|i| y0 + i as f64 / 10.0).map(|y| PathElement::new([(x0, y), (x1, y)], grey));
+    let seeds = if study.seeds == 1 { "1 seed".to_string() } else { format!("mean ± std over {} seeds", study.seeds) };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("Top-1 against batch size ({seeds})"), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| err(&e))?;
+    let batches = study.batch_sizes.clone();
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(0)
+        .y_labels(((y1 - y0) / 5.0).round() as usize + 1)
+        .y_desc("top-1 on the test set (%)")
+        .x_desc("batch size (examples per step, log scale)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let grey = RGBColor(215, 215, 215);
+    let steps = ((y1 - y0) / 10.0).round() as usize;
+    let hlines = (1..steps).map(|i| y0 + 10.0 * i as f64).map(|y| PathElement::new([(x0, y), (x1, y)], grey));
     chart.draw_series(hlines).map_err(|e| err(&e))?;
     chart.draw_series(xs.iter().map(|&v| PathElement::new([(v, y0), (v, y1)], grey))).map_err(|e| err(&e))?;
-    let frame = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)];
-    chart.draw_series(std::iter::once(PathElement::new(frame, BLACK))).map_err(|e| err(&e))?;
+    // The batch sizes as tick labels under their grey lines (the mesh's own ticks would be at
+    // log2 values, 2.0, 3.0 …, which nobody reads as batch sizes).
+    let style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    let ticks = batches.iter().map(|&b| EmptyElement::at((x(b), y0)) + Text::new(b.to_string(), (0, 8), style.clone()));
+    chart.draw_series(ticks).map_err(|e| err(&e))?;
     for (i, norm) in study.norms.iter().enumerate() {
         let (_, (r, g, b)) = StudyResult::color_of(i);
         let color = RGBColor(r, g, b);
         let cells: Vec<_> = result.cells.iter().filter(|c| &c.norm == norm).collect();
-        let points: Vec<(f64, f64)> = cells.iter().map(|c| (x(c.batch), c.top1_mean)).collect();
-        chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(3))).map_err(|e| err(&e))?;
+        let points: Vec<(f64, f64)> = cells.iter().map(|c| (x(c.batch), 100.0 * c.top1_mean)).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
+            .map_err(|e| err(&e))?
+            .label(norm.as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, color.filled()))).map_err(|e| err(&e))?;
         let bars = cells.iter().map(|c| {
-            let (lo, hi) = ((c.top1_mean - c.top1_std).max(y0), (c.top1_mean + c.top1_std).min(y1));
-            PathElement::new([(x(c.batch), lo), (x(c.batch), hi)], color.stroke_width(2))
+            let (m, s) = (100.0 * c.top1_mean, 100.0 * c.top1_std);
+            PathElement::new([(x(c.batch), (m - s).max(y0)), (x(c.batch), (m + s).min(y1))], color.stroke_width(2))
         });
         chart.draw_series(bars).map_err(|e| err(&e))?;
     }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(RGBColor(160, 160, 160))
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }

@@ -66,8 +66,8 @@ impl StudyResult {
         let (lo, hi) = plot::y_range(self);
         let _ = writeln!(
             out,
-            "accuracy.png: x = log2(batch size), y = top-1 from {:.0} % to {:.0} % (grey lines every 10 %), \
-             one line per norm in the colour above, bars = ± 1 std.\n",
+            "accuracy.png: x = batch size (log scale), y = top-1 from {:.0} % to {:.0} % (grey lines every \
+             10 %), one line per norm in the colour above (named in the legend), bars = ± 1 std.\n",
             lo * 100.0,
             hi * 100.0
         );
