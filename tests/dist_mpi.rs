@@ -3,7 +3,7 @@
 //! images for 4 steps of 16:
 //!
 //! * 2 ranks (with `--batch-split 2`, so only the second micro-batch communicates) and 4 ranks
-//!   end with the weights of one process on the same global batch, within 2e-5 (f32 sums in
+//!   end with the weights of one process on the same global batch, within 1e-6 (f32 sums in
 //!   another order); every rank proved it held the same weights and momentum at each checkpoint;
 //! * a rank killed with SIGKILL mid-run ends the run within a bounded time with a message, and so
 //!   does a rank that stops without dying (the watchdog's `--dist-timeout`);
@@ -124,7 +124,8 @@ fn two_and_four_ranks_train_like_one_process() {
         assert!(text.contains(&format!("data-parallel over {np} ranks")), "{text}");
         assert!(text.contains("identical weights and momentum on every rank"), "{text}");
         let diff = max_diff(&reference, &ranks.join("last.safetensors"));
-        assert!(diff <= 2e-5, "{np} ranks: weights differ from one process by {diff}");
+        eprintln!("{np} ranks (batch-split {split}): largest difference from one process {diff:e}");
+        assert!(diff <= 1e-6, "{np} ranks: weights differ from one process by {diff}");
         // Only rank 0 writes: one metrics line per step and one evaluation.
         let metrics = std::fs::read_to_string(ranks.join("metrics.jsonl")).unwrap();
         assert_eq!(metrics.lines().count(), 5, "{metrics}");
