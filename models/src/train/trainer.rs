@@ -96,12 +96,13 @@ impl Summary {
             );
             s += &format!(
                 "data-parallel over {} ranks: {} buckets, {:.2} MiB all-reduced per step, {:.1} ms of all-reduce per \
-                 step, {:.0}% of it hidden behind backward\n",
+                 step, {:.0}% of it hidden behind backward, {:.1} ms per step waited for it after backward\n",
                 self.world_size,
                 c.buckets,
                 c.bytes_per_step as f64 / (1 << 20) as f64,
                 1e3 * c.comm_seconds / c.steps.max(1) as f64,
-                100.0 * c.hidden_fraction()
+                100.0 * c.hidden_fraction(),
+                1e3 * c.wait_seconds / c.steps.max(1) as f64
             );
         }
         if let Some(e) = &self.final_eval {
