@@ -63,7 +63,7 @@ echo "== data-parallel training under mpirun (OpenMPI through rsmpi; docs/distri
 # tiny model under `mpirun --allow-run-as-root --oversubscribe -np 2` and `-np 4`. The same build
 # has the `nccl` feature (cudarc loads NCCL at run time: no library needed to build), whose
 # errors without NCCL and without a GPU tests/dist_nccl.rs checks.
-if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ldconfig -p | grep -q 'libclang[-.0-9]*\.so'; then
+if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ldconfig -p | grep 'libclang[-.0-9]*\.so' >/dev/null; then
     echo "== installing OpenMPI and libclang (apt)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev libclang-dev >/dev/null

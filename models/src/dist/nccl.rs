@@ -209,8 +209,12 @@ fn id_over_mpi(mpi: &super::mpi::Mpi) -> Result<Id> {
 }
 
 /// Without MPI: the id NCCL derives from `NCCL_COMM_ID` (the same on every rank), set from
-/// torchrun's `MASTER_ADDR:MASTER_PORT+1` when absent.
+/// torchrun's `MASTER_ADDR:MASTER_PORT+1` when absent; a world of one makes its own.
 fn id_from_env(launch: &Launch) -> Result<Id> {
+    if std::env::var_os("NCCL_COMM_ID").is_none() && launch.world_size == 1 {
+        // Nobody to share it with: rank 0's own id.
+        return Id::new().map_err(|e| nccl_error("ncclGetUniqueId", e));
+    }
     if std::env::var_os("NCCL_COMM_ID").is_none() {
         let Some(master) = &launch.master else {
             return Err(Error::Config(format!(

@@ -266,7 +266,7 @@ pub fn train(cfg: &TrainConfig, train: Arc<dyn Dataset>, val: Option<Arc<dyn Dat
     let eval_batch = if cfg.eval_batch == 0 { local } else { cfg.eval_batch };
     let eval_loader = match val {
         // Evaluation shards are not padded: every example is counted once over the ranks.
-        Some(v) if v.len() >= world => {
+        Some(v) if v.len() >= world || world == 1 => {
             let ecfg = LoaderConfig { workers, prefetch: 2 * workers, ..LoaderConfig::eval(eval_batch) };
             Some(Loader::new(v, Transform::eval(hyper.resolution), ecfg)?.sharded(Shard { rank, world, pad: false })?)
         }
