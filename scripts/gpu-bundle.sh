@@ -27,6 +27,8 @@ echo "== cargo build --release (bitgrad + examples)"
 example_args=()
 for e in "${EXAMPLES[@]}"; do example_args+=(--example "$e"); done
 cargo build --release --quiet --bin bitgrad "${example_args[@]}"
+# The bundled CLI also has NCCL (loaded only by --dist nccl), for gpu-check.sh's NCCL run.
+cargo build --release --quiet --features nccl --bin bitgrad
 
 {
     echo "# gpu-bundle manifest"

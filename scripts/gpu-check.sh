@@ -86,6 +86,20 @@ for t in "$BUNDLE"/tests/*; do
     echo "| $name | $res | $passed | $failed | $ignored |" >>"$SUMMARY.tests"
 done
 
+echo "== NCCL: a world-size-1 data-parallel run (docs/distributed.md)"
+# The bundled bitgrad is built with the nccl feature. NVIDIA's wheel ships libnccl.so.2, which
+# bitgrad links as libnccl.so itself when BITGRAD_NCCL_LIB names its folder.
+[ -n "$NV_ROOT" ] && [ -e "$NV_ROOT/nccl/lib/libnccl.so.2" ] && export BITGRAD_NCCL_LIB="$NV_ROOT/nccl/lib"
+start=$SECONDS
+NCCL_COMM_ID=127.0.0.1:29511 NCCL_DEBUG=WARN timeout 120 "$BUNDLE/bin/bitgrad" finetune \
+    --weights assets/demo/upstream.safetensors --data assets/demo --format idx --shots 8 --steps 5 \
+    --batch 16 --device cuda --dist nccl --out "$LOGS/nccl-run" >"$LOGS/nccl.log" 2>&1
+rc=$?
+grep -E "data-parallel|identical|trained|NCCL|error" "$LOGS/nccl.log" | head -n 20
+case $rc in 0) res=pass ;; 124) res="TIMEOUT 120s" ;; *) res="FAIL (rc $rc)" ;; esac
+echo "   $res ($((SECONDS - start)) s)"
+echo "| nccl world-size-1 finetune | $res | | | |" >>"$SUMMARY.tests"
+
 echo "== bitgrad bench gpu --device cuda (PyTorch side by side)"
 timeout "$BENCH_TIMEOUT" "$BUNDLE/bin/bitgrad" bench gpu --device cuda --python "$PY" 2>&1 | tee "$LOGS/bench-gpu.txt"
 bench_rc=${PIPESTATUS[0]}

@@ -55,3 +55,18 @@ echo "== example 01_autograd (smoke run)"
 "$BIN/examples/01_autograd"
 echo "== the built-in fine-tuning demonstration (the README's main command, test profile)"
 "$BIN/bitgrad" finetune
+
+echo "== data-parallel training under mpirun (OpenMPI through rsmpi; docs/distributed.md)"
+# The `mpi` feature needs OpenMPI (mpirun, mpicc and the headers) and libclang (rsmpi's bindgen).
+# Installed once as root from Debian's packages, skipped when present. The --workspace test
+# build with the features rebuilds the engine, ops, models and the CLI once; tests/dist_mpi.rs runs the
+# tiny model under `mpirun --allow-run-as-root --oversubscribe -np 2` and `-np 4`. The same build
+# has the `nccl` feature (cudarc loads NCCL at run time: no library needed to build), whose
+# errors without NCCL and without a GPU tests/dist_nccl.rs checks.
+if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ldconfig -p | grep 'libclang[-.0-9]*\.so' >/dev/null; then
+    echo "== installing OpenMPI and libclang (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev libclang-dev >/dev/null
+fi
+# One test at a time: each starts up to 4 ranks on 2 cores.
+cargo test --quiet --workspace --features mpi,nccl --test dist_mpi --test dist_nccl -- --test-threads=1

@@ -516,3 +516,49 @@ fn invalid_arguments_are_errors_naming_the_shapes() {
     expect_err(Tensor::arange(0.0, 1.0, 0.0, DType::F32, CPU), &["arange"]);
     expect_err("tpu".parse::<Device>(), &["tpu"]);
 }
+
+/// `backward_with_hook` reports each leaf once, as soon as its gradient is final: the leaf nearest
+/// the loss first, while the leaves further back have no gradient yet; a leaf used by several
+/// nodes (here `w1` twice) is reported only after its last use, with the full gradient; the
+/// gradients are those of `backward`; an error from the hook stops the pass.
+#[test]
+fn backward_hook_reports_each_leaf_once_when_its_gradient_is_final() {
+    let build = || {
+        let x = t(&[1.0, -2.0, 3.0], &[1, 3]);
+        let w1 = param(&[0.5, -1.0, 2.0, 0.25, 1.5, -0.5], &[3, 2]);
+        let w2 = param(&[1.0, -2.0], &[2, 1]);
+        let h = x.matmul(&w1).unwrap().relu().unwrap();
+        // w1 used a second time, near the input: its gradient is final only after this node.
+        let h = h.add(&x.matmul(&w1).unwrap().mul_scalar(0.1).unwrap()).unwrap();
+        let loss = h.matmul(&w2).unwrap().sum_all().unwrap();
+        (w1, w2, loss)
+    };
+    let (a1, a2, plain) = build();
+    plain.backward().unwrap();
+
+    let (w1, w2, loss) = build();
+    let mut seen: Vec<(&str, bool)> = Vec::new();
+    let (id1, id2) = (w1.id(), w2.id());
+    loss.backward_with_hook(&mut |leaf| {
+        let name = if leaf.id() == id1 {
+            "w1"
+        } else if leaf.id() == id2 {
+            "w2"
+        } else {
+            "?"
+        };
+        // Is the other parameter's gradient already there?
+        let other_done = if leaf.id() == id2 { w1.grad().is_some() } else { w2.grad().is_some() };
+        assert!(leaf.grad().is_some(), "{name} reported without a gradient");
+        seen.push((name, other_done));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, vec![("w2", false), ("w1", true)]);
+    assert_close(&grad_of(&w1), &grad_of(&a1));
+    assert_close(&grad_of(&w2), &grad_of(&a2));
+
+    let (_, _, loss) = build();
+    let err = loss.backward_with_hook(&mut |_| Err(Error::Autograd("stop here".into()))).unwrap_err();
+    assert!(err.to_string().contains("stop here"), "{err}");
+}

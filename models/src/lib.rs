@@ -4,6 +4,7 @@
 
 pub mod bit;
 pub mod data;
+pub mod dist;
 mod error;
 mod font;
 pub mod hub;

@@ -167,3 +167,64 @@ fn resume_drop_last_replacement_and_stop() {
     assert!(bench.images_per_second > 0.0);
     assert!(Loader::new(ds, CROP, cfg(0, Order::Shuffle, 1, 0)).is_err());
 }
+
+/// Sharding as DistributedSampler: 23 examples over 4 ranks, padded (training) — 6 each, the
+/// epoch's head repeated once, every example at least once and the union of the ranks' batch
+/// k the whole loader's batch k with the same crops — and unpadded (evaluation) — 6, 6, 6, 5,
+/// every example exactly once.
+#[test]
+fn shards_cover_the_epoch_with_the_same_crops() {
+    let ds = toy(23);
+    let whole = Loader::new(ds.clone(), CROP, cfg(8, Order::Shuffle, 1, 5)).unwrap();
+    let order = whole.epoch_order(0);
+    let shard = |rank, pad| {
+        Loader::new(ds.clone(), CROP, cfg(2, Order::Shuffle, 1, 5))
+            .unwrap()
+            .sharded(Shard { rank, world: 4, pad })
+            .unwrap()
+    };
+    let mut padded = Vec::new();
+    for rank in 0..4 {
+        let s = shard(rank, true);
+        assert_eq!(s.epoch_len(), 6);
+        let mine = s.epoch_order(0);
+        // Rank r holds positions r, r+4, … of the order padded with its head.
+        let expect: Vec<usize> =
+            (0..6).map(|k| order.get(rank + 4 * k).copied().unwrap_or_else(|| order[rank + 4 * k - 23])).collect();
+        assert_eq!(mine, expect);
+        padded.extend(mine);
+    }
+    padded.sort_unstable();
+    let mut want: Vec<usize> = (0..23).chain([order[0]]).collect();
+    want.sort_unstable();
+    assert_eq!(padded, want, "every example, plus one repeat of the epoch's first");
+    // Batch 0 of 4 ranks × 2 = batch 0 of one loader of 8: the same examples and pixels.
+    let first = collect(&whole, Position::default(), Some(Position { epoch: 0, batch: 1 })).remove(0);
+    let mut rows: Vec<(usize, Vec<f32>)> = Vec::new();
+    for rank in 0..4 {
+        let b = collect(&shard(rank, true), Position::default(), Some(Position { epoch: 0, batch: 1 })).remove(0);
+        let px = b.images.to_vec::<f32>().unwrap();
+        rows.extend(b.indices.iter().enumerate().map(|(j, &i)| (i, px[j * 48..(j + 1) * 48].to_vec())));
+    }
+    let px = first.images.to_vec::<f32>().unwrap();
+    let mut expect: Vec<(usize, Vec<f32>)> =
+        first.indices.iter().enumerate().map(|(j, &i)| (i, px[j * 48..(j + 1) * 48].to_vec())).collect();
+    rows.sort_by_key(|a| a.0);
+    expect.sort_by_key(|a| a.0);
+    assert_eq!(rows, expect);
+    // Unpadded: 6, 6, 6, 5 and every example exactly once.
+    let mut all = Vec::new();
+    for rank in 0..4 {
+        let s = shard(rank, false);
+        assert_eq!(s.epoch_len(), if rank < 3 { 6 } else { 5 });
+        all.extend(s.epoch_order(0));
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..23).collect::<Vec<_>>());
+    let err = Loader::new(toy(3), CROP, cfg(1, Order::Sequential, 1, 0))
+        .unwrap()
+        .sharded(Shard { rank: 3, world: 4, pad: false })
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("leaves none to rank 3 of 4"), "{err}");
+}

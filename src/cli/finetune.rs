@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bitgrad::engine::Rng;
 use bitgrad::models::data::{open_idx_dir, open_safetensors, shots, Cifar, Dataset, ImageFolder, Subset};
+use bitgrad::models::dist::{self, DistKind, Launch};
 use bitgrad::models::io::{load_model_weights, LoadOptions};
 use bitgrad::models::schedule::{HyperRule, Resolution, Schedule};
 use bitgrad::models::train::{train, Summary, TrainConfig};
@@ -132,6 +133,14 @@ pub struct RunArgs {
     /// No per-step output.
     #[arg(long)]
     quiet: bool,
+    /// Data-parallel engine: auto (MPI under mpirun/srun on the CPU, NCCL on GPUs, one process
+    /// without a launcher), mpi, nccl or none. docs/distributed.md.
+    #[arg(long, default_value = "auto")]
+    dist: DistKind,
+    /// Seconds a collective may wait for the other ranks before this rank exits with an error
+    /// (a rank that died or hangs).
+    #[arg(long, default_value_t = 600.0)]
+    dist_timeout: f64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -173,14 +182,30 @@ fn check_norm_agrees(config: &ResNetV2Config, spec: &str, path: &std::path::Path
 
 /// Opens the data, builds the HyperRule with the overrides, trains and prints the summary.
 pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArgs) -> Result<Summary> {
-    run.device.check_available()?;
+    let launch = Launch::from_env()?;
+    // A GPU rank takes the device of its local rank (one process per GPU).
+    let device = match run.device {
+        Device::Cuda(_) if launch.world_size > 1 => Device::Cuda(launch.local_rank),
+        d => d,
+    };
+    if !(run.dist_timeout > 0.0 && run.dist_timeout.is_finite()) {
+        return Err(Error::Config(format!(
+            "--dist-timeout must be a positive number of seconds, got {}",
+            run.dist_timeout
+        )));
+    }
+    let timeout = std::time::Duration::from_secs_f64(run.dist_timeout);
+    let comm = dist::connect(run.dist, &launch, matches!(device, Device::Cuda(_)), timeout)?;
+    let lead = comm.rank() == 0;
+    device.check_available()?;
     let (train_set, val_set) = open_data(data, run.seed)?;
     let train_set: Arc<dyn Dataset> = match data.shots {
         Some(k) => Arc::new(shots(train_set, k, run.seed)?),
         None => train_set,
     };
     let hyper = hyper_rule(train_set.as_ref(), h)?;
-    println!(
+    if lead {
+        println!(
         "{} training examples, {} classes, {} validation examples; lr {} supports {:?}, batch {} / {}, {}→{} px, MixUp α {}",
         train_set.len(),
         train_set.num_classes(),
@@ -192,7 +217,8 @@ pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArg
         hyper.resolution.precrop,
         hyper.resolution.crop,
         hyper.mixup_alpha
-    );
+        );
+    }
     let mut cfg = match (&run.resume, source) {
         (Some(_), Source::Weights { norm: Some(_), .. } | Source::Scratch { norm: Some(_), .. }) => {
             return Err(Error::Config("--norm with --resume: the checkpoint decides the normalization".into()))
@@ -223,14 +249,17 @@ pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArg
     cfg.eval_every = run.eval_every;
     cfg.checkpoint_every = run.checkpoint_every;
     cfg.out_dir = Some(run.out.clone());
-    cfg.device = run.device;
+    cfg.device = device;
     cfg.workers = run.workers;
     cfg.eval_batch = run.eval_batch;
     cfg.progress = !run.quiet;
     cfg.stop_after = run.stop_after;
     cfg.stop = ctrl_c_flag();
+    cfg.dist = comm;
     let summary = train(&cfg, train_set, Some(val_set))?;
-    print!("{}", summary.report());
+    if lead {
+        print!("{}", summary.report());
+    }
     Ok(summary)
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use bitgrad::models::dist::BucketPlan;
 use bitgrad::models::io::{self, LoadOptions};
 use bitgrad::models::{ResNetV2Config, Result};
 
@@ -17,9 +18,23 @@ pub struct Args {
     /// With --weights: assert the architecture.
     #[arg(long, requires = "weights")]
     arch: Option<String>,
+    /// Print the data-parallel gradient bucket plan of this architecture (docs/distributed.md;
+    /// builds the model, 1000 classes).
+    #[arg(long, conflicts_with = "weights")]
+    buckets: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(arch) = &args.buckets {
+        let config = ResNetV2Config::named(arch, 1000)?;
+        let model = bitgrad::models::ResNetV2::new(&config, 0)?;
+        let named = bitgrad::models::Module::named_parameters(&model);
+        let sizes: Vec<usize> = named.iter().map(|(_, t)| t.numel()).collect();
+        let names: Vec<String> = named.into_iter().map(|(n, _)| n).collect();
+        println!("{arch}: gradient buckets (reverse parameter order, 1 MiB first, 25 MiB after)");
+        print!("{}", BucketPlan::new(&sizes).describe(&names));
+        return Ok(());
+    }
     let Some(source) = args.weights else {
         println!("bitgrad {}", env!("CARGO_PKG_VERSION"));
         print!("{}", bitgrad::engine::info::machine_report());

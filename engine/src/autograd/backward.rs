@@ -1,9 +1,9 @@
 //! The backward pass: topological order, then the chain rule from the output to the leaves.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{no_grad, GradStore};
-use crate::{Error, Result, Tensor};
+use crate::{Error, Result, Tensor, TensorId};
 
 /// Every tensor with a node that `root` depends on, each after all of its inputs
 /// (an iterative depth-first post-order, so deep graphs cannot overflow the stack).
@@ -38,9 +38,33 @@ fn topo_order(root: &Tensor) -> Result<Vec<Tensor>> {
     Ok(order)
 }
 
+/// Called with a leaf and its gradient from this pass once no node left to process can add to
+/// it (see [`Tensor::backward_with_hook`]).
+type OnFinal<'a> = &'a mut dyn FnMut(&Tensor, Tensor) -> Result<()>;
+
 /// Backpropagates `seed` (the gradient of some loss with respect to `root`) and returns the
 /// gradients of the leaves that require grad. Frees the graph as it goes.
 pub fn grad(root: &Tensor, seed: &Tensor) -> Result<GradStore> {
+    grad_impl(root, seed, None)
+}
+
+/// How many times each leaf that requires grad appears as an input of a node in `order`: a
+/// leaf's gradient is final once that many node inputs have been processed.
+fn leaf_uses(order: &[Tensor]) -> HashMap<TensorId, usize> {
+    let mut uses = HashMap::new();
+    for t in order {
+        for i in t.node_inputs().into_iter().flatten() {
+            if i.is_leaf() && i.requires_grad() {
+                *uses.entry(i.id()).or_insert(0) += 1;
+            }
+        }
+    }
+    uses
+}
+
+/// [`grad`], handing each leaf's gradient to `on_final` as soon as it is final (the leaves left
+/// in the returned store are those never reached through a processed node).
+fn grad_impl(root: &Tensor, seed: &Tensor, mut on_final: Option<OnFinal<'_>>) -> Result<GradStore> {
     if !root.requires_grad() {
         return Err(Error::Autograd(
             "this tensor does not require grad: no parameter with requires_grad_(true) led to it, \
@@ -59,17 +83,29 @@ pub fn grad(root: &Tensor, seed: &Tensor) -> Result<GradStore> {
     }
     let _recording_off = no_grad();
     let order = topo_order(root)?;
+    let mut uses = match on_final {
+        Some(_) => leaf_uses(&order),
+        None => HashMap::new(),
+    };
     // Gradients of the intermediate tensors still waiting to be propagated.
     let mut pending = GradStore::default();
     let mut leaves = GradStore::default();
     if root.is_leaf() {
+        if let Some(f) = on_final.as_mut() {
+            f(root, seed.clone())?;
+            return Ok(leaves);
+        }
         leaves.accumulate(root, seed.clone())?;
         return Ok(leaves);
     }
     pending.accumulate(root, seed.clone())?;
     for t in order.iter().rev() {
         let Some(node) = t.take_node() else { continue }; // another pass freed it meanwhile
-        let Some(g) = pending.remove(t) else { continue }; // nothing flowed here
+        let Some(g) = pending.remove(t) else {
+            // Nothing flowed here: still a use of its leaf inputs that is now done.
+            deliver_final(&node.inputs, &mut uses, &mut leaves, &mut on_final)?;
+            continue;
+        };
         let grads = node.op.backward(&node.inputs, t, &g)?;
         if grads.len() != node.inputs.len() {
             return Err(Error::Autograd(format!(
@@ -98,9 +134,32 @@ pub fn grad(root: &Tensor, seed: &Tensor) -> Result<GradStore> {
                 pending.accumulate(input, gi)?;
             }
         }
+        deliver_final(&node.inputs, &mut uses, &mut leaves, &mut on_final)?;
         // `node` (the op and its saved tensors) is dropped here: memory is released as we go.
     }
     Ok(leaves)
+}
+
+/// Counts one use of each leaf among `inputs` as done and hands the leaves with no use left to
+/// `on_final` (nothing happens without a callback).
+fn deliver_final(
+    inputs: &[Tensor],
+    uses: &mut HashMap<TensorId, usize>,
+    leaves: &mut GradStore,
+    on_final: &mut Option<OnFinal<'_>>,
+) -> Result<()> {
+    let Some(f) = on_final.as_mut() else { return Ok(()) };
+    for input in inputs {
+        let Some(n) = uses.get_mut(&input.id()) else { continue };
+        *n -= 1;
+        if *n == 0 {
+            uses.remove(&input.id());
+            if let Some(g) = leaves.remove(input) {
+                f(input, g)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Tensor {
@@ -122,6 +181,28 @@ impl Tensor {
         let store = grad(self, grad_output)?;
         for (leaf, g) in store.into_pairs() {
             leaf.accumulate_grad_owned(g)?;
+        }
+        Ok(())
+    }
+
+    /// [`Tensor::backward`] that calls `ready(leaf)` for every leaf as soon as its `.grad()` is
+    /// final for this pass — after the last node that feeds it has run, while the rest of the
+    /// graph is still being processed. Data-parallel training starts communicating a gradient
+    /// bucket from here while backward goes on (docs/distributed.md). Each leaf is reported once;
+    /// an error from `ready` stops the pass and is returned.
+    pub fn backward_with_hook(&self, ready: &mut dyn FnMut(&Tensor) -> Result<()>) -> Result<()> {
+        if self.numel() != 1 {
+            return Err(Error::Autograd(format!("backward_with_hook() needs a scalar, got shape {}", self.shape())));
+        }
+        let seed = Tensor::ones_like(self)?;
+        let mut on_final = |leaf: &Tensor, g: Tensor| -> Result<()> {
+            leaf.accumulate_grad_owned(g)?;
+            ready(leaf)
+        };
+        let rest = grad_impl(self, &seed, Some(&mut on_final))?;
+        // Leaves whose last use was in a node freed by another pass meanwhile.
+        for (leaf, g) in rest.into_pairs() {
+            on_final(&leaf, g)?;
         }
         Ok(())
     }

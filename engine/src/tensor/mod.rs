@@ -167,6 +167,17 @@ impl Tensor {
     pub fn zero_grad(&self) {
         *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
+    /// Replaces the accumulated gradient by `g` (a tensor of this shape, kept as given) or
+    /// forgets it (`None`). Data-parallel training writes the averaged gradient back this way.
+    pub fn set_grad(&self, g: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &g {
+            if g.shape() != self.shape() {
+                return Err(Error::ShapeMismatch { op: "set_grad", lhs: self.shape().clone(), rhs: g.shape().clone() });
+            }
+        }
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = g.map(|g| g.detach());
+        Ok(())
+    }
     /// Adds `g` to the accumulated gradient (used by backward; public for optimizers and tests).
     pub fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
         // The caller keeps its handle, so the first gradient is always copied.

@@ -9,6 +9,13 @@
 //! Dropping the iterator stops the workers (they notice a closed channel or the stop flag) and
 //! joins them.
 //!
+//! A data-parallel run gives each rank a [`Shard`] of every epoch, as PyTorch's
+//! `DistributedSampler` does: the epoch's order (the same on every rank) is padded by repeating
+//! its head to a multiple of the world size (training) or left as it is (evaluation), and rank
+//! `r` takes the positions `r, r + W, r + 2W, …`. Each example's crop/flip stays keyed by its
+//! position in the whole epoch, so W ranks with batches of b see exactly the examples and
+//! augmentations of one process with batches of W·b.
+//!
 //! Examples whose image fails to decode are left out of their batch and reported by
 //! [`Loader::skipped`]; a batch whose every example failed is skipped.
 
@@ -81,12 +88,23 @@ pub struct Batch {
     pub position: Position,
 }
 
+/// One rank's share of every epoch (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+    /// Pad the epoch to a multiple of `world` by repeating its head (every rank gets the same
+    /// number of examples; training), or not (evaluation: every example exactly once).
+    pub pad: bool,
+}
+
 /// Builds batches of a dataset (see the module docs).
 #[derive(Clone)]
 pub struct Loader {
     dataset: Arc<dyn Dataset>,
     transform: Transform,
     cfg: LoaderConfig,
+    shard: Option<Shard>,
     skipped: Arc<Mutex<BTreeMap<usize, Skipped>>>,
 }
 
@@ -98,15 +116,39 @@ impl Loader {
         if dataset.is_empty() {
             return Err(Error::Msg("the dataset has no examples".into()));
         }
-        let loader = Loader { dataset, transform, cfg, skipped: Arc::default() };
-        if loader.batches_per_epoch() == 0 {
+        Loader { dataset, transform, cfg, shard: None, skipped: Arc::default() }.checked()
+    }
+
+    /// This loader restricted to `shard` of every epoch.
+    pub fn sharded(mut self, shard: Shard) -> Result<Self> {
+        if shard.world == 0 || shard.rank >= shard.world {
+            return Err(Error::Config(format!("rank {} in a world of {}", shard.rank, shard.world)));
+        }
+        self.shard = (shard.world > 1).then_some(shard);
+        self.checked()
+    }
+
+    pub fn shard(&self) -> Option<Shard> {
+        self.shard
+    }
+
+    fn checked(self) -> Result<Self> {
+        if self.epoch_len() == 0 {
             return Err(Error::Config(format!(
-                "drop_last with a batch of {} leaves no batch of an epoch of {} examples",
-                cfg.batch_size,
-                loader.epoch_len()
+                "an epoch of {} examples leaves none to rank {} of {}",
+                self.full_epoch_len(),
+                self.shard.map_or(0, |s| s.rank),
+                self.shard.map_or(1, |s| s.world)
             )));
         }
-        Ok(loader)
+        if self.batches_per_epoch() == 0 {
+            return Err(Error::Config(format!(
+                "drop_last with a batch of {} leaves no batch of an epoch of {} examples",
+                self.cfg.batch_size,
+                self.epoch_len()
+            )));
+        }
+        Ok(self)
     }
 
     pub fn dataset(&self) -> &Arc<dyn Dataset> {
@@ -116,11 +158,22 @@ impl Loader {
         &self.cfg
     }
 
-    /// Examples per epoch (the dataset size, or the with-replacement sample count).
-    pub fn epoch_len(&self) -> usize {
+    /// Examples per epoch of all ranks together (the dataset size, or the with-replacement
+    /// sample count).
+    pub fn full_epoch_len(&self) -> usize {
         match self.cfg.order {
             Order::WithReplacement { samples } => samples,
             _ => self.dataset.len(),
+        }
+    }
+
+    /// Examples per epoch of this loader (its shard's).
+    pub fn epoch_len(&self) -> usize {
+        let n = self.full_epoch_len();
+        match self.shard {
+            None => n,
+            Some(Shard { world, pad: true, .. }) => n.div_ceil(world),
+            Some(Shard { rank, world, pad: false }) => (n + world - 1 - rank) / world,
         }
     }
 
@@ -133,9 +186,29 @@ impl Loader {
         }
     }
 
-    /// The dataset indices of epoch `epoch`, in order.
+    /// The dataset indices of epoch `epoch`, in order (this shard's).
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        epoch_order(self.dataset.len(), self.cfg.order, self.cfg.seed, epoch)
+        let mut order = epoch_order(self.dataset.len(), self.cfg.order, self.cfg.seed, epoch);
+        let Some(Shard { rank, world, pad }) = self.shard else { return order };
+        if pad {
+            // DistributedSampler: repeat the head (as often as needed) up to a multiple of W.
+            let target = order.len().div_ceil(world) * world;
+            let mut i = 0;
+            while order.len() < target {
+                order.push(order[i]);
+                i += 1;
+            }
+        }
+        order.into_iter().skip(rank).step_by(world).collect()
+    }
+
+    /// The position in the whole epoch of this shard's `k`-th example: what keys its random
+    /// crop and flip, so that they do not depend on the number of ranks.
+    fn global_position(&self, k: usize) -> u64 {
+        match self.shard {
+            Some(s) => (s.rank + k * s.world) as u64,
+            None => k as u64,
+        }
     }
 
     /// The position `batches` batches after `pos`.
@@ -208,7 +281,8 @@ impl Loader {
             let n = labels.len();
             // The random crop/flip is keyed by the position in the epoch, unique even when
             // sampling with replacement repeats an example.
-            self.transform.apply_into(&img, self.cfg.seed, pos.epoch, k as u64, &mut data[n * per..(n + 1) * per])?;
+            let key = self.global_position(k);
+            self.transform.apply_into(&img, self.cfg.seed, pos.epoch, key, &mut data[n * per..(n + 1) * per])?;
             labels.push(self.dataset.label(i)? as i64);
             indices.push(i);
         }

@@ -17,7 +17,7 @@ pub use self::dataset::{shots, Dataset, InMemory, Skipped, Subset};
 pub use self::idx::{idx_from_bytes, open_idx, open_idx_dir, FASHION_MNIST_CLASSES};
 pub use self::image::{eval_transform, images_to_tensor, read_rgb, Resize};
 pub use self::image_folder::ImageFolder;
-pub use self::loader::{bench_loader, Batch, Batches, Loader, LoaderBench, LoaderConfig, Order, Position};
+pub use self::loader::{bench_loader, Batch, Batches, Loader, LoaderBench, LoaderConfig, Order, Position, Shard};
 pub use self::mixup::{sample_beta, sample_gamma, MixUp, Mixed};
 pub use self::tensors::open_safetensors;
 pub use self::transform::Transform;

@@ -38,6 +38,9 @@ pub struct TrainState {
     pub classes: Vec<String>,
     /// The best validation top-1 so far and its step.
     pub best: Option<(f64, u64)>,
+    /// Data-parallel ranks the run trains on (1 for a single process): the loader position is
+    /// one rank's, so a resume needs the same number (docs/distributed.md).
+    pub world_size: usize,
 }
 
 /// A checkpoint as read back.
@@ -95,7 +98,7 @@ impl Checkpoint {
     }
 }
 
-fn state_metadata(s: &TrainState) -> BTreeMap<String, String> {
+pub(crate) fn state_metadata(s: &TrainState) -> BTreeMap<String, String> {
     let h = &s.hyper;
     let supports: Vec<String> = h.schedule.supports().iter().map(u64::to_string).collect();
     let mut m = BTreeMap::new();
@@ -117,6 +120,7 @@ fn state_metadata(s: &TrainState) -> BTreeMap<String, String> {
     put("batch_size", h.batch.to_string());
     put("batch_split", h.batch_split.to_string());
     put("classes", s.classes.join("\n"));
+    put("world_size", s.world_size.to_string());
     if let Some((acc, step)) = s.best {
         put("best_top1", format!("{acc:?}"));
         put("best_step", step.to_string());
@@ -158,6 +162,11 @@ fn state_from(m: &BTreeMap<String, String>) -> Result<TrainState> {
         hyper,
         classes: classes.split('\n').map(String::from).collect(),
         best,
+        // Checkpoints from before data-parallel training were single-process runs.
+        world_size: match m.contains_key(&format!("{KEY}world_size")) {
+            true => get(m, "world_size")?,
+            false => 1,
+        },
     })
 }
 
@@ -180,6 +189,7 @@ mod tests {
             hyper,
             classes: vec!["a cat".into(), "dog".into()],
             best: Some((2.0 / 3.0, 1000)),
+            world_size: 4,
         };
         let meta = state_metadata(&state);
         assert_eq!(state_from(&meta).unwrap(), state);

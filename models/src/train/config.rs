@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bitgrad_engine::Device;
 
+use crate::dist::{single, Collectives};
 use crate::io::StateDict;
 use crate::schedule::HyperRule;
 use crate::ResNetV2Config;
@@ -54,6 +55,8 @@ pub struct TrainConfig {
     /// Stop after this many optimiser steps in total, as the stop flag does (time-boxed runs,
     /// and how the resume test interrupts a run at a chosen step).
     pub stop_after: Option<u64>,
+    /// The ranks of a data-parallel run ([`crate::dist`]); a world of one by default.
+    pub dist: Arc<dyn Collectives>,
 }
 
 impl TrainConfig {
@@ -71,6 +74,7 @@ impl TrainConfig {
             progress: false,
             stop: Arc::default(),
             stop_after: None,
+            dist: single(),
         }
     }
 

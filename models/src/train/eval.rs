@@ -7,6 +7,7 @@ use bitgrad_engine::{no_grad, Tensor};
 use bitgrad_ops::softmax_xent::{cross_entropy, Target};
 
 use crate::data::{Loader, Position};
+use crate::dist::{Collectives, ReduceOp};
 use crate::{Error, Module, ResNetV2, Result};
 
 /// One class's share of correct top-1 predictions.
@@ -59,6 +60,30 @@ pub fn evaluate(model: &mut ResNetV2, loader: &Loader) -> Result<EvalResult> {
     let result = run(model, loader);
     model.set_training(was_training);
     result
+}
+
+/// [`evaluate`] of a data-parallel run: each rank evaluates its shard (an unpadded
+/// [`Shard`](crate::data::Shard) of the validation set) and the counts are summed over the ranks,
+/// so every rank gets the result of the whole set. The loss sum travels as f32 (about 7
+/// significant digits).
+pub fn evaluate_on_ranks(model: &mut ResNetV2, loader: &Loader, comm: &dyn Collectives) -> Result<EvalResult> {
+    let mut r = evaluate(model, loader)?;
+    if comm.backend() == "single" {
+        return Ok(r);
+    }
+    let n = r.examples as f64;
+    let mut sums =
+        vec![r.examples as f32, (r.top1 * n).round() as f32, (r.top5 * n).round() as f32, (r.loss * n) as f32];
+    sums.extend(r.per_class.iter().flat_map(|c| [c.correct as f32, c.total as f32]));
+    comm.all_reduce(&mut sums, ReduceOp::Sum)?;
+    let total = sums[0] as f64;
+    let d = total.max(1.0);
+    r.examples = sums[0] as usize;
+    (r.top1, r.top5, r.loss) = (sums[1] as f64 / d, sums[2] as f64 / d, sums[3] as f64 / d);
+    for (c, pair) in r.per_class.iter_mut().zip(sums[4..].chunks(2)) {
+        (c.correct, c.total) = (pair[0] as usize, pair[1] as usize);
+    }
+    Ok(r)
 }
 
 fn run(model: &ResNetV2, loader: &Loader) -> Result<EvalResult> {

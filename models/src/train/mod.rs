@@ -15,7 +15,7 @@ pub mod trainer;
 
 pub use self::checkpoint::{Checkpoint, TrainState};
 pub use self::config::{ModelSource, TrainConfig};
-pub use self::eval::{evaluate, ClassAccuracy, EvalResult};
+pub use self::eval::{evaluate, evaluate_on_ranks, ClassAccuracy, EvalResult};
 pub use self::metrics::{EvalRecord, StepRecord};
-pub use self::step::{accumulate_step, micro_step, StepOutcome};
+pub use self::step::{accumulate_step, accumulate_step_ddp, micro_step, StepOutcome};
 pub use self::trainer::{train, Summary};

@@ -33,6 +33,15 @@ impl Progress {
         Progress::Lines { every: (total / 50).max(1) }
     }
 
+    /// Plain lines even on a terminal: under a launcher (mpirun gives ranks a pseudo-terminal)
+    /// a bar would be redrawn through the launcher's forwarding.
+    pub fn plain(enabled: bool, total: u64) -> Self {
+        match enabled {
+            true => Progress::Lines { every: (total / 50).max(1) },
+            false => Progress::Quiet,
+        }
+    }
+
     pub fn step(&self, r: &StepRecord, total: u64) {
         let msg = format!("lr {:.2e} loss {:.4} {:.1} img/s", r.lr, r.loss, r.images_per_second);
         match self {

@@ -15,7 +15,16 @@ use bitgrad_ops::sgd::Sgd;
 use bitgrad_ops::softmax_xent::{cross_entropy, Target};
 
 use crate::data::{Batch, MixUp};
+use crate::dist::{Collectives, ReduceOp, Reducer};
 use crate::{Error, ResNetV2, Result};
+
+/// The engine's error type carries a reducer's failure through backward's hook.
+fn engine_error(e: Error) -> bitgrad_engine::Error {
+    match e {
+        Error::Engine(e) => e,
+        other => bitgrad_engine::Error::Autograd(other.to_string()),
+    }
+}
 
 /// What one optimiser step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +42,18 @@ pub struct StepOutcome {
 /// Forward and backward of one micro-batch, the loss scaled by `scale` before backward
 /// (1 / batch_split). Returns the unscaled loss.
 pub fn micro_step(model: &ResNetV2, batch: &Batch, mix: Option<(&MixUp, u64, u64, f64)>, scale: f64) -> Result<f64> {
+    micro_step_with(model, batch, mix, scale, None)
+}
+
+/// [`micro_step`] whose backward reports each parameter to `ready` once its gradient is final
+/// (data-parallel training starts communicating from there).
+fn micro_step_with(
+    model: &ResNetV2,
+    batch: &Batch,
+    mix: Option<(&MixUp, u64, u64, f64)>,
+    scale: f64,
+    ready: Option<&mut Reducer>,
+) -> Result<f64> {
     let device = model.device();
     let k = model.config().num_classes;
     let n = batch.labels.len();
@@ -61,7 +82,11 @@ pub fn micro_step(model: &ResNetV2, batch: &Batch, mix: Option<(&MixUp, u64, u64
         }
     };
     let value = loss.to_scalar()?;
-    loss.mul_scalar(scale)?.backward()?;
+    let scaled = loss.mul_scalar(scale)?;
+    match ready {
+        Some(r) => scaled.backward_with_hook(&mut |leaf| r.grad_ready(leaf).map_err(engine_error))?,
+        None => scaled.backward()?,
+    }
     Ok(value)
 }
 
@@ -77,6 +102,25 @@ pub fn accumulate_step(
     lr: f64,
     mixup: Option<&MixUp>,
 ) -> Result<StepOutcome> {
+    accumulate_step_ddp(model, params, sgd, micro_batches, step, lr, mixup, None)
+}
+
+/// [`accumulate_step`] of one rank of a data-parallel run: only the last micro-batch's backward
+/// communicates (the earlier ones accumulate locally, DDP's `no_sync`), its gradients are
+/// averaged over the ranks bucket by bucket while backward runs, and the loss and image count
+/// are summed over the ranks, so every rank sees the same loss and takes the same decision on
+/// a NaN/Inf. `ddp` is `None` for a single process.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_step_ddp(
+    model: &ResNetV2,
+    params: &[Tensor],
+    sgd: &mut Sgd,
+    micro_batches: &[Batch],
+    step: u64,
+    lr: f64,
+    mixup: Option<&MixUp>,
+    mut ddp: Option<(&mut Reducer, &dyn Collectives)>,
+) -> Result<StepOutcome> {
     if micro_batches.is_empty() {
         return Err(Error::Msg("an optimiser step needs at least one micro-batch".into()));
     }
@@ -85,10 +129,21 @@ pub fn accumulate_step(
     let (mut total, mut images) = (0.0, 0);
     for (micro, batch) in micro_batches.iter().enumerate() {
         let mix = mixup.map(|m| (m, step, micro as u64, lambda));
-        total += micro_step(model, batch, mix, 1.0 / split as f64)?;
+        let ready = match &mut ddp {
+            Some((r, _)) if micro + 1 == split => Some(&mut **r),
+            _ => None,
+        };
+        total += micro_step_with(model, batch, mix, 1.0 / split as f64, ready)?;
         images += batch.labels.len();
     }
-    let loss = total / split as f64;
+    let mut loss = total / split as f64;
+    if let Some((reducer, comm)) = ddp {
+        reducer.finish()?;
+        let mut sums = [loss as f32, images as f32];
+        comm.all_reduce(&mut sums, ReduceOp::Sum)?;
+        loss = sums[0] as f64 / comm.world_size() as f64;
+        images = sums[1] as usize;
+    }
     let applied = loss.is_finite();
     if applied {
         sgd.lr = lr;

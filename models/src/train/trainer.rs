@@ -7,6 +7,13 @@
 //! run the step (a NaN/Inf loss returns an error before any weight changes, and nothing is
 //! written, so the last checkpoint on disk stays the last good one), log, evaluate when due
 //! (`best.safetensors` on a new best top-1), then write `last.safetensors` when due.
+//!
+//! Data-parallel (`TrainConfig::dist` with more than one rank, docs/distributed.md): every rank
+//! runs this loop on its shard of each batch; ranks first prove they were given the same run
+//! and take rank 0's parameters, gradients are averaged by a [`Reducer`] during the last
+//! micro-batch's backward, the loss, the stop flag and the evaluation are reduced over the
+//! ranks so every decision is the same everywhere, ranks compare their weights and momentum
+//! before each checkpoint, and only rank 0 writes files or prints.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -20,11 +27,14 @@ use bitgrad_ops::sgd::Sgd;
 use super::chart;
 use super::checkpoint::{Checkpoint, TrainState, MOMENTUM_PREFIX};
 use super::config::{ModelSource, TrainConfig};
-use super::eval::{evaluate, EvalResult};
+use super::eval::{evaluate_on_ranks, EvalResult};
 use super::metrics::{EvalRecord, MetricsFile, StepRecord};
 use super::progress::Progress;
-use super::step::accumulate_step;
-use crate::data::{Batch, Batches, Dataset, Loader, LoaderConfig, MixUp, Order, Skipped, Transform};
+use super::step::accumulate_step_ddp;
+use crate::data::{Batch, Batches, Dataset, Loader, LoaderConfig, MixUp, Order, Shard, Skipped, Transform};
+use crate::dist::reducer::write_f32;
+use crate::dist::verify::{agree, Hasher};
+use crate::dist::{BucketPlan, Collectives, ReduceOp, Reducer, ReducerStats};
 use crate::nn::ParamKind;
 use crate::{Error, HeadInit, Module, ResNetV2, Result};
 
@@ -57,6 +67,10 @@ pub struct Summary {
     pub last_checkpoint: Option<PathBuf>,
     pub best_checkpoint: Option<PathBuf>,
     pub chart: Option<PathBuf>,
+    /// Ranks the run was spread over, and the gradient all-reduce's measurements (`None` for a
+    /// single process).
+    pub world_size: usize,
+    pub comm: Option<ReducerStats>,
 }
 
 impl Summary {
@@ -74,6 +88,23 @@ impl Summary {
             s += &format!(", last loss {l:.4}");
         }
         s.push('\n');
+        if let Some(c) = &self.comm {
+            s += &format!(
+                "identical weights and momentum on every rank: checked over the {} ranks before each checkpoint \
+                 and at the end\n",
+                self.world_size
+            );
+            s += &format!(
+                "data-parallel over {} ranks: {} buckets, {:.2} MiB all-reduced per step, {:.1} ms of all-reduce per \
+                 step, {:.0}% of it hidden behind backward, {:.1} ms per step waited for it after backward\n",
+                self.world_size,
+                c.buckets,
+                c.bytes_per_step as f64 / (1 << 20) as f64,
+                1e3 * c.comm_seconds / c.steps.max(1) as f64,
+                100.0 * c.hidden_fraction(),
+                1e3 * c.wait_seconds / c.steps.max(1) as f64
+            );
+        }
         if let Some(e) = &self.final_eval {
             s += &format!(
                 "validation ({} images): top-1 {:.2}%, top-5 {:.2}%, loss {:.4}\n",
@@ -114,6 +145,7 @@ fn start(cfg: &TrainConfig, classes: &[String]) -> Result<(ResNetV2, TrainState,
         hyper,
         classes: classes.to_vec(),
         best: None,
+        world_size: cfg.dist.world_size(),
     };
     match &cfg.model {
         ModelSource::Pretrained(sd) => {
@@ -172,6 +204,22 @@ pub fn train(cfg: &TrainConfig, train: Arc<dyn Dataset>, val: Option<Arc<dyn Dat
         }
     }
     let (mut model, mut state, resumed) = start(cfg, &classes)?;
+    let comm = cfg.dist.clone();
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let lead = rank == 0;
+    // The data-parallel path runs for any engine, also over one rank (a one-GPU NCCL check).
+    let parallel = comm.backend() != "single";
+    if let (Some(_), ModelSource::Resume(path)) = (&resumed, &cfg.model) {
+        if state.world_size != world {
+            return Err(Error::Config(format!(
+                "{} was trained on {} rank(s) and this run has {world}: resume it on {} rank(s) (the loader \
+                 position and the per-rank batch belong to that number)",
+                path.display(),
+                state.world_size,
+                state.world_size
+            )));
+        }
+    }
     let hyper = state.hyper.clone();
     let micro = hyper.micro_batch()?;
     let split = hyper.batch_split;
@@ -188,34 +236,75 @@ pub fn train(cfg: &TrainConfig, train: Arc<dyn Dataset>, val: Option<Arc<dyn Dat
         sgd.load_state(&params, &buffers)?;
     }
 
+    if micro % world != 0 {
+        return Err(Error::Config(format!(
+            "the micro-batch of {micro} (batch {} / batch-split {split}) does not divide over {world} ranks: make \
+             the batch a multiple of {}",
+            hyper.batch,
+            split * world
+        )));
+    }
+    if parallel {
+        let items = start_fingerprints(&state, &model, &sgd, &params, train.as_ref(), val.as_deref())?;
+        agree(comm.as_ref(), "at the start", &items)?;
+        broadcast_parameters(comm.as_ref(), &params)?;
+    }
+    let mut reducer = if parallel { Some(Reducer::new(comm.clone(), &params)?) } else { None };
+
     let workers = match cfg.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         w => w,
     };
     // BiT's train.py samples with replacement when a few-shot set is smaller than a micro-batch.
     let order = if micro > train.len() { Order::WithReplacement { samples: micro } } else { Order::Shuffle };
+    // Each rank loads 1/W of every micro-batch: its shard of the (padded) epoch.
+    let local = micro / world;
     let lcfg =
-        LoaderConfig { batch_size: micro, order, drop_last: false, workers, prefetch: 2 * workers, seed: state.seed };
-    let loader = Loader::new(train, Transform::train(hyper.resolution), lcfg)?;
-    let eval_batch = if cfg.eval_batch == 0 { micro } else { cfg.eval_batch };
+        LoaderConfig { batch_size: local, order, drop_last: false, workers, prefetch: 2 * workers, seed: state.seed };
+    let loader =
+        Loader::new(train, Transform::train(hyper.resolution), lcfg)?.sharded(Shard { rank, world, pad: true })?;
+    let eval_batch = if cfg.eval_batch == 0 { local } else { cfg.eval_batch };
     let eval_loader = match val {
-        Some(v) => {
+        // Evaluation shards are not padded: every example is counted once over the ranks.
+        Some(v) if v.len() >= world || world == 1 => {
             let ecfg = LoaderConfig { workers, prefetch: 2 * workers, ..LoaderConfig::eval(eval_batch) };
-            Some(Loader::new(v, Transform::eval(hyper.resolution), ecfg)?)
+            Some(Loader::new(v, Transform::eval(hyper.resolution), ecfg)?.sharded(Shard { rank, world, pad: false })?)
+        }
+        Some(v) => {
+            return Err(Error::Config(format!(
+                "the validation set has {} examples, fewer than the {world} ranks that share it",
+                v.len()
+            )))
         }
         None => None,
     };
     let mixup =
         (hyper.mixup_alpha > 0.0).then(|| MixUp { alpha: hyper.mixup_alpha, seed: bits(state.seed, MIXUP_STREAM) });
 
-    let out = Output::open(cfg.out_dir.as_deref())?;
+    // Only rank 0 writes checkpoints, metrics and the chart, and prints.
+    let out = if lead { Output::open(cfg.out_dir.as_deref())? } else { None };
+    let show = cfg.progress && lead;
     let mut metrics = match &out {
         Some(o) => Some(MetricsFile::append(&o.metrics)?),
         None => None,
     };
-    let progress = Progress::new(cfg.progress, state.step, total);
+    let progress = match parallel {
+        true => Progress::plain(show, total),
+        false => Progress::new(show, state.step, total),
+    };
     let first_step = state.step;
-    if let (Some(_), ModelSource::Resume(path), true) = (&resumed, &cfg.model, cfg.progress) {
+    if let (Some(r), true) = (&reducer, show) {
+        let plan = r.plan();
+        println!(
+            "data-parallel over {world} ranks ({}): {} examples per rank per micro-batch, {} gradient buckets, \
+             {:.2} MiB all-reduced per step",
+            comm.backend(),
+            local,
+            plan.buckets.len(),
+            plan.bytes() as f64 / (1 << 20) as f64
+        );
+    }
+    if let (Some(_), ModelSource::Resume(path), true) = (&resumed, &cfg.model, show) {
         println!(
             "resuming {} at step {} (epoch {}, batch {}) with its HyperRule and seed {}",
             path.display(),
@@ -232,13 +321,22 @@ pub fn train(cfg: &TrainConfig, train: Arc<dyn Dataset>, val: Option<Arc<dyn Dat
     let mut batches = loader.iter(state.position, None)?;
 
     while let Some(lr) = hyper.lr(state.step) {
-        if cfg.stop.load(Ordering::Relaxed) || cfg.stop_after.is_some_and(|k| state.step >= k) {
+        let mut stop = cfg.stop.load(Ordering::Relaxed) || cfg.stop_after.is_some_and(|k| state.step >= k);
+        if parallel {
+            // A Ctrl-C reaches the ranks at different times: they stop at the same step.
+            let mut flag = [stop as u8 as f32];
+            comm.all_reduce(&mut flag, ReduceOp::Sum)?;
+            stop = flag[0] > 0.0;
+        }
+        if stop {
             interrupted = true;
             break;
         }
         let t0 = Instant::now();
         let micro_batches = next_batches(&mut batches, split)?;
-        let outcome = accumulate_step(&model, &params, &mut sgd, &micro_batches, state.step, lr, mixup.as_ref())?;
+        let ddp = reducer.as_mut().map(|r| (r, comm.as_ref()));
+        let outcome =
+            accumulate_step_ddp(&model, &params, &mut sgd, &micro_batches, state.step, lr, mixup.as_ref(), ddp)?;
         if !outcome.applied {
             progress.finish();
             let kept = match (&out, last_written) {
@@ -272,11 +370,12 @@ pub fn train(cfg: &TrainConfig, train: Arc<dyn Dataset>, val: Option<Arc<dyn Dat
         let done = hyper.lr(state.step).is_none();
         if let Some(ev) = &eval_loader {
             if cfg.eval_every > 0 && state.step % cfg.eval_every == 0 && !done {
-                let result = evaluate(&mut model, ev)?;
-                note_eval(&result, &mut state, &model, &sgd, &named, &out, &mut metrics, &progress)?;
+                let result = evaluate_on_ranks(&mut model, ev, comm.as_ref())?;
+                note_eval(&result, &mut state, &model, &sgd, &named, &out, &mut metrics, &progress, comm.as_ref())?;
             }
         }
         if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 && !done {
+            same_state_on_every_rank(comm.as_ref(), &model, &sgd, &named, state.step)?;
             if let Some(o) = &out {
                 save(&o.last, &model, &sgd, &named, &state)?;
                 last_written = Some(state.step);
@@ -286,13 +385,14 @@ pub fn train(cfg: &TrainConfig, train: Arc<dyn Dataset>, val: Option<Arc<dyn Dat
     drop(batches);
     if !interrupted {
         if let Some(ev) = &eval_loader {
-            let result = evaluate(&mut model, ev)?;
-            note_eval(&result, &mut state, &model, &sgd, &named, &out, &mut metrics, &progress)?;
+            let result = evaluate_on_ranks(&mut model, ev, comm.as_ref())?;
+            note_eval(&result, &mut state, &model, &sgd, &named, &out, &mut metrics, &progress, comm.as_ref())?;
             final_eval = Some(result);
         }
     }
     progress.finish();
     let mut chart_path = None;
+    same_state_on_every_rank(comm.as_ref(), &model, &sgd, &named, state.step)?;
     if let Some(o) = &out {
         save(&o.last, &model, &sgd, &named, &state)?;
         if !interrupted {
@@ -319,6 +419,8 @@ pub fn train(cfg: &TrainConfig, train: Arc<dyn Dataset>, val: Option<Arc<dyn Dat
         last_checkpoint: out.as_ref().map(|o| o.last.clone()),
         best_checkpoint: out.as_ref().map(|o| o.best.clone()).filter(|p| p.exists()),
         chart: chart_path,
+        world_size: world,
+        comm: reducer.as_ref().map(Reducer::stats),
         model,
     })
 }
@@ -373,6 +475,7 @@ fn note_eval(
     out: &Option<Output>,
     metrics: &mut Option<MetricsFile>,
     progress: &Progress,
+    comm: &dyn Collectives,
 ) -> Result<()> {
     let record = EvalRecord { step: state.step, top1: result.top1, top5: result.top5, loss: result.loss };
     if let Some(m) = metrics {
@@ -381,6 +484,7 @@ fn note_eval(
     progress.eval(&record);
     if state.best.is_none_or(|(b, _)| result.top1 > b) {
         state.best = Some((result.top1, state.step));
+        same_state_on_every_rank(comm, model, sgd, named, state.step)?;
         if let Some(o) = out {
             save(&o.best, model, sgd, named, state)?;
         }
@@ -420,4 +524,94 @@ fn own_parameters(model: &mut ResNetV2) -> Result<()> {
         }
     });
     Ok(result?)
+}
+
+/// What every rank must have been given alike (see `dist::verify`): each run-state value (the
+/// HyperRule, seed, step and loader position), the architecture, the training and validation
+/// data (size, classes, every label), and the starting weights and momentum.
+fn start_fingerprints(
+    state: &TrainState,
+    model: &ResNetV2,
+    sgd: &Sgd,
+    params: &[Tensor],
+    train: &dyn Dataset,
+    val: Option<&dyn Dataset>,
+) -> Result<Vec<(String, u64)>> {
+    let mut items = Vec::new();
+    for (k, v) in super::checkpoint::state_metadata(state) {
+        let what = k.trim_start_matches("bitgrad.train.").replace('_', " ");
+        items.push((format!("the {what}"), Hasher::default().str(&v).finish()));
+    }
+    let mut arch = Hasher::default();
+    for (k, v) in model.config().to_metadata() {
+        arch.str(&k).str(&v);
+    }
+    items.push(("the architecture".into(), arch.finish()));
+    for (what, ds) in [("the training data", Some(train)), ("the validation data", val)] {
+        let mut h = Hasher::default();
+        if let Some(ds) = ds {
+            h.u64(ds.len() as u64);
+            ds.classes().iter().for_each(|c| {
+                h.str(c);
+            });
+            for i in 0..ds.len() {
+                h.u64(ds.label(i)? as u64);
+            }
+        }
+        items.push((what.into(), h.finish()));
+    }
+    items.extend(state_fingerprints(model, sgd, params)?);
+    Ok(items)
+}
+
+/// Hashes of the model's tensors (parameters and buffers) and of the momentum buffers.
+fn state_fingerprints(model: &ResNetV2, sgd: &Sgd, params: &[Tensor]) -> Result<Vec<(String, u64)>> {
+    let mut weights = Hasher::default();
+    for (name, t) in model.state_dict().iter() {
+        weights.tensor(name, t)?;
+    }
+    let mut momentum = Hasher::default();
+    for (i, b) in sgd.state(params)?.iter().enumerate() {
+        match b {
+            Some(b) => momentum.tensor(&i.to_string(), b)?,
+            None => momentum.u64(i as u64),
+        };
+    }
+    Ok(vec![("the weights".into(), weights.finish()), ("the momentum buffers".into(), momentum.finish())])
+}
+
+/// Before a checkpoint: proves every rank holds rank 0's weights and momentum (so the file rank 0
+/// writes is every rank's state), or stops every rank naming what diverged.
+fn same_state_on_every_rank(
+    comm: &dyn Collectives,
+    model: &ResNetV2,
+    sgd: &Sgd,
+    named: &[(String, Tensor)],
+    step: u64,
+) -> Result<()> {
+    if comm.backend() == "single" {
+        return Ok(());
+    }
+    let params: Vec<Tensor> = named.iter().map(|(_, t)| t.clone()).collect();
+    agree(comm, &format!("after step {step}"), &state_fingerprints(model, sgd, &params)?)
+}
+
+/// Rank 0's parameters replace every other rank's (DDP's start), bucket by bucket.
+fn broadcast_parameters(comm: &dyn Collectives, params: &[Tensor]) -> Result<()> {
+    let sizes: Vec<usize> = params.iter().map(Tensor::numel).collect();
+    let mut buf = Vec::new();
+    for bucket in &BucketPlan::new(&sizes).buckets {
+        buf.clear();
+        for &i in &bucket.params {
+            buf.extend(params[i].to_vec::<f32>()?);
+        }
+        comm.broadcast(&mut buf, 0)?;
+        let mut at = 0;
+        for &i in &bucket.params {
+            let n = params[i].numel();
+            write_f32(&params[i], &buf[at..at + n])?;
+            at += n;
+        }
+    }
+    Ok(())
 }
