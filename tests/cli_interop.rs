@@ -74,6 +74,7 @@ fn checkpoint(sd: &StateDict, classes: &[&str], path: &Path) {
         hyper,
         classes: classes.iter().map(|c| c.to_string()).collect(),
         best: None,
+        world_size: 1,
     };
     Checkpoint::save(path, sd, &config, &momentum, &state).unwrap();
 }
