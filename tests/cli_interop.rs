@@ -8,7 +8,7 @@
 //! skipped with the reason.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use bitgrad::models::io::{self, LoadOptions};
 use bitgrad::models::schedule::HyperRule;
@@ -16,44 +16,11 @@ use bitgrad::models::train::{Checkpoint, TrainState};
 use bitgrad::models::{labels, ResNetV2, ResNetV2Config, StateDict};
 use bitgrad::{DType, Device, Rng, Tensor};
 
+mod common;
+use common::*;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixtures() -> PathBuf {
-    root().join("tests/fixtures/models")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-interop-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
-fn bitgrad(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bitgrad")).args(args).output().expect("the bitgrad binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = bitgrad(args);
-    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "bitgrad {args:?} failed:\n{so}\n{se}");
-    so.into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn load(p: &Path) -> StateDict {
-    io::load_safetensors(p, &LoadOptions::new()).unwrap()
-}
-
-fn rel(got: &Tensor, want: &Tensor) -> f64 {
-    let (g, w) = (got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
-    assert_eq!(g.len(), w.len());
-    let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
-    g.iter().zip(&w).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale
 }
 
 /// A training checkpoint of `sd`'s model with momentum buffers and a run state, as finetune

@@ -2,59 +2,12 @@
 //! tests/fixtures/models: `forward` and `backward` agree with timm, `convert`, `info` and
 //! `predict` work, and bad input gives a clear error and a non-zero exit, never a panic.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use bitgrad::models::io::{self, LoadOptions};
-use bitgrad::models::StateDict;
-use bitgrad::Tensor;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-models-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
-fn bitgrad(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bitgrad")).args(args).output().expect("the bitgrad binary runs")
-}
-
-/// Runs and expects success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = bitgrad(args);
-    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "bitgrad {args:?} failed:\n{so}\n{se}");
-    so.into_owned()
-}
-
-/// Runs and expects a clean failure (exit 1, "error: …", no panic); returns stderr.
-fn fails(args: &[&str]) -> String {
-    let out = bitgrad(args);
-    let se = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "bitgrad {args:?} should fail cleanly:\n{se}");
-    assert!(se.starts_with("error: ") && !se.contains("panicked"), "{se}");
-    se
-}
-
-fn load(p: &Path) -> StateDict {
-    io::load_safetensors(p, &LoadOptions::new()).unwrap()
-}
-
-/// max |got − want| / max |want|.
-fn rel(got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!(got.numel(), want.numel());
-    let (g, w) = (got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
-    let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
-    g.iter().zip(&w).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 /// The GPU device the CLI tests use: `BITGRAD_GPU_TEST_DEVICE` (`cuda` under the CUDA shim in
 /// `scripts/test.sh`), else the emulator.

@@ -195,19 +195,24 @@ pub unsafe extern "C" fn cuMemsetD8Async(dst: CUdeviceptr, value: u8, n: usize, 
     })
 }
 
-/// The synchronous copies: the legacy default stream waits for the context's other work,
-/// then the copy is done before returning.
+/// The synchronous copies are the async ones on the NULL stream, then a wait for the context's
+/// work (the legacy default stream orders against every other stream), so the copy is done
+/// before they return. `queued` is the async call's status.
+fn then_sync(name: &str, queued: CUresult) -> CUresult {
+    if queued != CUDA_SUCCESS {
+        return queued;
+    }
+    api(name, CUDA_ERROR_UNKNOWN, || sync_current(name))
+}
+
+/// The synchronous host-to-device copy.
 ///
 /// # Safety
 /// `src` must be valid for `bytes` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const u8, bytes: usize) -> CUresult {
     // SAFETY: forwarded contract; the synchronize completes the copy before returning.
-    let r = unsafe { cuMemcpyHtoDAsync_v2(dst, src, bytes, std::ptr::null_mut()) };
-    if r != CUDA_SUCCESS {
-        return r;
-    }
-    api("cuMemcpyHtoD_v2", CUDA_ERROR_UNKNOWN, || sync_current("cuMemcpyHtoD_v2"))
+    then_sync("cuMemcpyHtoD_v2", unsafe { cuMemcpyHtoDAsync_v2(dst, src, bytes, std::ptr::null_mut()) })
 }
 
 /// # Safety
@@ -215,11 +220,7 @@ pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const u8, bytes
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut u8, src: CUdeviceptr, bytes: usize) -> CUresult {
     // SAFETY: forwarded contract; the synchronize completes the copy before returning.
-    let r = unsafe { cuMemcpyDtoHAsync_v2(dst, src, bytes, std::ptr::null_mut()) };
-    if r != CUDA_SUCCESS {
-        return r;
-    }
-    api("cuMemcpyDtoH_v2", CUDA_ERROR_UNKNOWN, || sync_current("cuMemcpyDtoH_v2"))
+    then_sync("cuMemcpyDtoH_v2", unsafe { cuMemcpyDtoHAsync_v2(dst, src, bytes, std::ptr::null_mut()) })
 }
 
 /// # Safety
@@ -227,11 +228,7 @@ pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut u8, src: CUdeviceptr, bytes: 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, bytes: usize) -> CUresult {
     // SAFETY: value arguments.
-    let r = unsafe { cuMemcpyDtoDAsync_v2(dst, src, bytes, std::ptr::null_mut()) };
-    if r != CUDA_SUCCESS {
-        return r;
-    }
-    api("cuMemcpyDtoD_v2", CUDA_ERROR_UNKNOWN, || sync_current("cuMemcpyDtoD_v2"))
+    then_sync("cuMemcpyDtoD_v2", unsafe { cuMemcpyDtoDAsync_v2(dst, src, bytes, std::ptr::null_mut()) })
 }
 
 /// # Safety
@@ -239,9 +236,5 @@ pub unsafe extern "C" fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, byt
 #[no_mangle]
 pub unsafe extern "C" fn cuMemsetD8_v2(dst: CUdeviceptr, value: u8, n: usize) -> CUresult {
     // SAFETY: value arguments.
-    let r = unsafe { cuMemsetD8Async(dst, value, n, std::ptr::null_mut()) };
-    if r != CUDA_SUCCESS {
-        return r;
-    }
-    api("cuMemsetD8_v2", CUDA_ERROR_UNKNOWN, || sync_current("cuMemsetD8_v2"))
+    then_sync("cuMemsetD8_v2", unsafe { cuMemsetD8Async(dst, value, n, std::ptr::null_mut()) })
 }
