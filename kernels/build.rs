@@ -55,7 +55,7 @@ fn main() {
     let registry = out.join("bitgrad_emu_registry.cpp");
     write_if_changed(&registry, &registry_source(&tables));
     build.file(&registry);
-    for f in ["runtime.cpp", "fibers.cpp", "sync.cpp"] {
+    for f in ["runtime.cpp", "fibers.cpp", "sync.cpp", "tensor.cpp"] {
         build.file(emu.join(f));
     }
     build.compile("bitgrad_emu");
@@ -84,6 +84,8 @@ fn base_build(root: &Path) -> cc::Build {
         .opt_level(2)
         .warnings(true)
         .extra_warnings(false)
+        // `#pragma unroll` is a hint for NVRTC; g++ does not know it and needs no such hint.
+        .flag("-Wno-unknown-pragmas")
         .define("BITGRAD_EMU", None)
         .include(root.join("emu"))
         .include(root.join("emu/include"))

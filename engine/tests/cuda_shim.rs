@@ -345,3 +345,107 @@ fn every_function_cudarc_knows_is_exported() {
     let r = unsafe { cudarc::driver::sys::cuMemAllocManaged(&mut p, 256, 1) };
     assert_eq!(r, CUresult::CUDA_ERROR_NOT_SUPPORTED);
 }
+
+/// A tensor-core kernel through the CUDA host path: NVRTC's CUBIN of `tc_gemm_bf16` (mma.sync,
+/// ldmatrix, cp.async, 48 KiB of dynamic shared memory, `__launch_bounds__(128, 2)`) loads, its
+/// parameters agree with the emulator build's, and Cuda(0) computes bit for bit what Emu does —
+/// the value an f32 sum in k order gives, which the emulator's mma reproduces.
+#[test]
+fn a_tensor_core_kernel_runs_through_the_cuda_host_path() {
+    if !on_shim() {
+        return;
+    }
+    let g = bitgrad_kernels::tc::TC_GEMM_BF16;
+    let (m, n, k) = (70usize, 24usize, 48usize);
+    g.check_shape(m, n, k).unwrap();
+    let bf = |i: usize, s: usize| half::bf16::from_f32(((i * s % 19) as f32 - 9.0) / 8.0);
+    let a: Vec<half::bf16> = (0..m * k).map(|i| bf(i, 37)).collect();
+    let b: Vec<half::bf16> = (0..k * n).map(|i| bf(i, 11)).collect();
+    let run = |device: Device| -> Vec<f32> {
+        let rt = gpu::runtime(device).unwrap();
+        let (da, db, dc) = (rt.alloc(2 * m * k).unwrap(), rt.alloc(2 * k * n).unwrap(), rt.alloc(4 * m * n).unwrap());
+        rt.htod(bytemuck::cast_slice(&a), da.ptr()).unwrap();
+        rt.htod(bytemuck::cast_slice(&b), db.ptr()).unwrap();
+        let cfg = LaunchConfig { grid: g.grid(m, n), block: [g.threads, 1, 1], shared_bytes: g.smem_bytes };
+        let args = [da.ptr(), db.ptr(), dc.ptr()].map(KernelArg::Ptr);
+        let dims = [m, n, k].map(|d| KernelArg::I32(d as i32));
+        rt.launch(g.kernel, &cfg, &[args.as_slice(), dims.as_slice()].concat()).unwrap();
+        rt.synchronize().unwrap();
+        let mut out = vec![0f32; m * n];
+        rt.dtoh(dc.ptr(), bytemuck::cast_slice_mut(&mut out)).unwrap();
+        out
+    };
+    let (cuda, emu) = (run(Device::Cuda(0)), run(Device::Emu));
+    assert_eq!(
+        cuda.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        emu.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    for (i, &got) in cuda.iter().enumerate() {
+        let (r, c) = (i / n, i % n);
+        let want = (0..k).fold(0f32, |acc, kk| acc + a[r * k + kk].to_f32() * b[kk * n + c].to_f32());
+        assert_eq!(got, want, "C[{r}][{c}]");
+    }
+}
+
+/// The tensor-core convolution through the CUDA host path: NVRTC's CUBIN of
+/// `tc_conv_fprop_f32_n64` (what `tc_conv::fprop` picks for 16 output channels; the shape passed
+/// by value as `tc_conv_shape`, a 3×3 stride-2 convolution over 8 channels whose 50 output pixels
+/// leave a partial tile) loads and runs, and Cuda(0) computes bit for bit what Emu does, which is
+/// the f32 sum over the taps (r, s, c) in order.
+#[test]
+fn a_tensor_core_convolution_runs_through_the_cuda_host_path() {
+    if !on_shim() {
+        return;
+    }
+    use bitgrad_kernels::tc_conv::{self, ConvParams, ConvShape};
+    let sh = ConvShape::new([2, 9, 9, 8], [16, 3, 3], ConvParams::new(2, 1)).unwrap();
+    let l = tc_conv::fprop(&sh, true).unwrap();
+    assert_eq!(l.kernel, "tc_conv_fprop_f32_n64");
+    let bf = |i: usize, s: usize| half::bf16::from_f32(((i * s % 23) as f32 - 11.0) / 8.0);
+    let x: Vec<half::bf16> = (0..sh.x_len()).map(|i| bf(i, 29)).collect();
+    let w: Vec<half::bf16> = (0..sh.w_len()).map(|i| bf(i, 13)).collect();
+    let run = |device: Device| -> Vec<f32> {
+        let rt = gpu::runtime(device).unwrap();
+        let (dx, dw) = (rt.alloc(2 * x.len()).unwrap(), rt.alloc(2 * w.len()).unwrap());
+        let dy = rt.alloc(4 * sh.y_len()).unwrap();
+        rt.htod(bytemuck::cast_slice(&x), dx.ptr()).unwrap();
+        rt.htod(bytemuck::cast_slice(&w), dw.ptr()).unwrap();
+        let cfg = LaunchConfig { grid: l.grid, block: l.block, shared_bytes: l.smem_bytes };
+        let args = [
+            KernelArg::Ptr(dx.ptr()),
+            KernelArg::Ptr(dw.ptr()),
+            KernelArg::U64(0), // no residual
+            KernelArg::Ptr(dy.ptr()),
+            KernelArg::Struct(sh.bytes()),
+        ];
+        rt.launch(l.kernel, &cfg, &args).unwrap();
+        rt.synchronize().unwrap();
+        let mut out = vec![0f32; sh.y_len()];
+        rt.dtoh(dy.ptr(), bytemuck::cast_slice_mut(&mut out)).unwrap();
+        out
+    };
+    let (cuda, emu) = (run(Device::Cuda(0)), run(Device::Emu));
+    assert_eq!(
+        cuda.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        emu.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    let [h, wd, c, k] = [sh.h, sh.w, sh.c, sh.k].map(|v| v as usize);
+    let (p, q) = (sh.p as usize, sh.q as usize);
+    for (i, &got) in cuda.iter().enumerate() {
+        let (img, oy, ox, ko) = (i / (p * q * k), i / (q * k) % p, i / k % q, i % k);
+        let mut want = 0f32;
+        for r in 0..3 {
+            for s in 0..3 {
+                let (iy, ix) = ((2 * oy + r) as isize - 1, (2 * ox + s) as isize - 1);
+                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                    continue;
+                }
+                for ch in 0..c {
+                    let xi = ((img * h + iy as usize) * wd + ix as usize) * c + ch;
+                    want += x[xi].to_f32() * w[((ko * 3 + r) * 3 + s) * c + ch].to_f32();
+                }
+            }
+        }
+        assert_eq!(got, want, "y[{i}]");
+    }
+}

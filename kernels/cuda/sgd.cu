@@ -10,6 +10,8 @@
 //
 // sgd_step_* updates one tensor (grid-stride); sgd_multi_* updates a list of tensors in one
 // launch: blockIdx.y picks the tensor's record, blockIdx.x grid-strides over its elements.
+// sgd_multi_f32_bf16 is sgd_multi_f32 that also writes each updated f32 master weight, rounded
+// to bf16 (RNE), to the record's bf16 copy: the bf16 training path's weights in the same pass.
 #include "common.cuh"
 
 // Mirrors `Hyper` in ops/src/sgd/gpu.rs; converted to the dtype in the kernel, as the CPU does.
@@ -28,6 +30,14 @@ struct bg_sgd_record {
 
 __device__ __forceinline__ float bg_fma(float a, float b, float c) { return fmaf(a, b, c); }
 __device__ __forceinline__ double bg_fma(double a, double b, double c) { return fma(a, b, c); }
+// Mirrors `RecordBf16` in ops/src/sgd/bf16.rs: bg_sgd_record plus the bf16 copy's pointer.
+struct bg_sgd_record_bf16 {
+    unsigned long long w, g, b, wb;  // wb: the bf16 copy of w (n elements)
+    long long n;
+    int first;
+    int pad;
+};
+
 // A product that the compiler may not fuse with the following addition.
 __device__ __forceinline__ float bg_mul_rn(float a, float b) { return __fmul_rn(a, b); }
 #ifdef BITGRAD_EMU
@@ -36,8 +46,9 @@ __device__ __forceinline__ double bg_mul_rn(double a, double b) { return a * b; 
 __device__ __forceinline__ double bg_mul_rn(double a, double b) { return __dmul_rn(a, b); }
 #endif
 
+// Returns the updated weight.
 template <typename T>
-__device__ __forceinline__ void sgd_elem(T* __restrict__ w, const T* __restrict__ g, T* __restrict__ b, int first,
+__device__ __forceinline__ T sgd_elem(T* __restrict__ w, const T* __restrict__ g, T* __restrict__ b, int first,
                                          const bg_sgd_hyper& h, long long i) {
     const T wi = w[i];
     T d = h.decay ? bg_fma((T)h.weight_decay, wi, g[i]) : g[i];
@@ -47,7 +58,9 @@ __device__ __forceinline__ void sgd_elem(T* __restrict__ w, const T* __restrict_
         b[i] = bi;
         d = h.nesterov ? bg_fma(mu, bi, d) : bi;
     }
-    w[i] = bg_fma((T)h.neg_lr, d, wi);
+    const T nw = bg_fma((T)h.neg_lr, d, wi);
+    w[i] = nw;
+    return nw;
 }
 
 template <typename T>
@@ -63,6 +76,14 @@ __device__ void sgd_multi(const bg_sgd_record* __restrict__ list, bg_sgd_hyper h
     T* b = (T*)r.b;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < r.n; i += (long long)blockDim.x * gridDim.x)
         sgd_elem<T>(w, g, b, r.first, h, i);
+}
+
+extern "C" __global__ void sgd_multi_f32_bf16(const bg_sgd_record_bf16* list, bg_sgd_hyper h) {
+    const bg_sgd_record_bf16 r = list[blockIdx.y];
+    float* w = (float*)r.w;
+    __nv_bfloat16* wb = (__nv_bfloat16*)r.wb;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < r.n; i += (long long)blockDim.x * gridDim.x)
+        wb[i] = __float2bfloat16_rn(sgd_elem<float>(w, (const float*)r.g, (float*)r.b, r.first, h, i));
 }
 
 #define BG_SGD_KERNELS(SUF, T)                                                                               \

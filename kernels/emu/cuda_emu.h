@@ -55,5 +55,6 @@
 #include "emu_half.h"
 #include "emu_math.h"
 #include "emu_sync.h"
+#include "emu_tensor.h"
 
 #endif // BITGRAD_EMU_SCAN

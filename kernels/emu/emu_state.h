@@ -35,7 +35,11 @@ int block_barrier(const char* file, int line, int pred);
 
 // Warp operations. Every lane named in `mask` must arrive at the same kind of operation with the
 // same mask; the last one to arrive computes all results.
-enum WarpOpKind : int { WARP_SYNC = 0, SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR, VOTE_BALLOT, VOTE_ANY, VOTE_ALL };
+enum WarpOpKind : int {
+    WARP_SYNC = 0, SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR, VOTE_BALLOT, VOTE_ANY, VOTE_ALL,
+    // Tensor-core collectives (emu_tensor.h): every lane of the warp, same call site.
+    TC_MMA_BF16, TC_MMA_F16, TC_LDMATRIX
+};
 unsigned long long warp_op(int kind, unsigned mask, unsigned long long value, int arg, int width);
 unsigned active_mask();
 

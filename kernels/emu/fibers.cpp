@@ -179,6 +179,7 @@ static void fiber_main() {
         ThreadState* t = self->thread;
         w.launch->kernel->tramp(w.launch->args);
         t->state = T_EXITED;
+        tc_thread_exited(w, t);
         t->fiber = nullptr;
         self->thread = nullptr;
         w.exited++;

@@ -122,6 +122,7 @@ static void schedule(Worker& w) {
             return;
         }
         w.at_barrier = 0;
+        tc_barrier_released(w);
         for (uint32_t i = 0; i < w.nthreads; i++) {
             w.threads[i].bar_result = count;
             w.push(&w.threads[i]);
@@ -150,11 +151,15 @@ static int run_block(Worker& w, uint64_t linear, EmuErr* err) {
         t.linear = i, t.lane = i % 32, t.warp = i / 32;
         t.fiber = nullptr;
         t.bar_file = "", t.bar_line = 0;
+        t.w_file = nullptr, t.w_line = 0, t.w_ptr = nullptr;
+        t.copies.clear();
+        t.groups = 0;
         w.push(&t);
         t.state = T_NOT_STARTED;
     }
     w.nthreads = n, w.exited = 0, w.at_barrier = 0, w.failed = false, w.cur = nullptr;
     w.rng = splitmix(L.seed ^ splitmix(linear)) | 1;
+    tc_block_start(w, L.shared_bytes);
     w.err = err;
     if (sigsetjmp(w.recover_jb, 0) != 0) { // a memory fault in this block
         w.failed = true;

@@ -33,7 +33,9 @@ struct LaunchDesc {
     uint64_t seed; // already mixed with the launch number
 };
 
-enum ErrKind : int32_t { ERR_NONE = 0, ERR_DEADLOCK = 1, ERR_WARP = 2, ERR_FAULT = 3, ERR_STACK = 4, ERR_RESOURCE = 5 };
+enum ErrKind : int32_t {
+    ERR_NONE = 0, ERR_DEADLOCK = 1, ERR_WARP = 2, ERR_FAULT = 3, ERR_STACK = 4, ERR_RESOURCE = 5, ERR_ASYNC = 6
+};
 
 // Mirrored in src/emu/ffi.rs.
 struct EmuErr {
@@ -49,6 +51,16 @@ struct EmuErr {
 enum TState : uint8_t { T_NOT_STARTED, T_RUNNABLE, T_RUNNING, T_AT_BARRIER, T_AT_WARP, T_EXITED };
 
 struct ThreadState;
+
+// One cp.async in flight (tensor.cpp). The source is read when the copy is issued (so a bad
+// source pointer faults at the issuing thread), the destination written when it lands.
+struct AsyncCopy {
+    char* dst;
+    uint32_t bytes;   // cp-size
+    int32_t group;    // the thread's commit-group number, -1 while uncommitted
+    bool landed;
+    unsigned char data[16]; // src-size bytes of the source, then zeros
+};
 
 struct Fiber {
     jmp_buf jb;
@@ -69,6 +81,13 @@ struct ThreadState : ThreadPublic {
     int w_kind, w_arg, w_width;
     unsigned w_mask;
     unsigned long long w_val, w_result;
+    // tensor-core collective in progress (tensor.cpp): its call site and the lane's operands
+    const char* w_file;
+    int w_line;
+    void* w_ptr;
+    // cp.async: copies not yet waited for, and how many groups this thread has committed
+    std::vector<AsyncCopy> copies;
+    int32_t groups;
 };
 
 struct Worker {
@@ -93,6 +112,13 @@ struct Worker {
 
     char* shared = nullptr; // dynamic shared memory
     size_t shared_cap = 0;
+    // cp.async bookkeeping for the running block (tensor.cpp): one word per 4 bytes of dynamic
+    // shared memory saying whose copy is in flight there, and the ranges waited for since the
+    // last barrier (a barrier publishes them to the whole block).
+    std::vector<uint32_t> shadow;
+    std::vector<uint32_t> waited; // word indices in the WAITED state
+    uint64_t copy_rng = 0;
+    bool shadow_dirty = false; // a cp.async ran since the shadow was last cleared
     char* altstack = nullptr; // our sigaltstack, when the thread had none
 
     ~Worker();
@@ -115,5 +141,15 @@ Fiber* new_fiber(); // nullptr when mmap fails
 bool in_fiber_guard(const Worker& w, const void* addr);
 size_t fiber_stack_bytes();
 void describe_deadlock(Worker& w, char* out, size_t cap);
+const char* op_name(int kind);
+uint32_t lanes_in_warp(const Worker& w, uint32_t warp);
+// tensor.cpp: per-block cp.async state; a barrier's release; a thread's exit.
+void tc_block_start(Worker& w, size_t shared_bytes);
+void tc_barrier_released(Worker& w);
+void tc_thread_exited(Worker& w, ThreadState* t);
+// tensor.cpp: fails when a lane of the caller's warp that `mask` names (the lanes the caller
+// now waits for at `what`) waits in a tensor-core collective instead: neither can proceed, the
+// warp has diverged. A lane outside the mask may finish its collective after the caller's op.
+void tc_check_not_diverged(Worker& w, ThreadState* me, const char* what, unsigned mask);
 
 } // namespace emu

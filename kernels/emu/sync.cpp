@@ -9,6 +9,7 @@ namespace emu {
 int block_barrier(const char* file, int line, int pred) {
     Worker& w = worker();
     ThreadState* me = w.cur;
+    tc_check_not_diverged(w, me, "__syncthreads()", ~0u);
     me->bar_file = file;
     me->bar_line = line;
     me->bar_pred = pred;
@@ -19,7 +20,7 @@ int block_barrier(const char* file, int line, int pred) {
     return me->bar_result;
 }
 
-static const char* op_name(int kind) {
+const char* op_name(int kind) {
     switch (kind) {
     case WARP_SYNC: return "__syncwarp";
     case SHFL_IDX: return "__shfl_sync";
@@ -29,11 +30,14 @@ static const char* op_name(int kind) {
     case VOTE_BALLOT: return "__ballot_sync";
     case VOTE_ANY: return "__any_sync";
     case VOTE_ALL: return "__all_sync";
+    case TC_MMA_BF16: return "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32";
+    case TC_MMA_F16: return "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32";
+    case TC_LDMATRIX: return "ldmatrix.sync.aligned.m8n8.shared.b16";
     default: return "warp op";
     }
 }
 
-static uint32_t lanes_in_warp(const Worker& w, uint32_t warp) {
+uint32_t lanes_in_warp(const Worker& w, uint32_t warp) {
     uint32_t rest = w.nthreads - warp * 32;
     return rest < 32 ? rest : 32;
 }
@@ -95,7 +99,9 @@ unsigned long long warp_op(int kind, unsigned mask, unsigned long long value, in
         w.fail(ERR_WARP, "%s: width %d is not a power of two in 1..32", op_name(kind), width);
     if (!(mask >> me->lane & 1))
         w.fail(ERR_WARP, "%s: the calling lane %u is not in its mask 0x%08x", op_name(kind), me->lane, mask);
+    tc_check_not_diverged(w, me, op_name(kind), mask);
     me->w_kind = kind, me->w_mask = mask, me->w_val = value, me->w_arg = arg, me->w_width = width;
+    me->w_file = nullptr, me->w_line = 0;
     me->state = T_AT_WARP;
     uint32_t base = me->warp * 32, lanes = lanes_in_warp(w, me->warp);
     bool complete = true;

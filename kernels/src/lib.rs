@@ -6,6 +6,9 @@
 //! emulator. `kernels/cuda/broken/*.cu` are deliberately broken kernels for the emulator's tests.
 
 pub mod emu;
+pub mod gn_nhwc;
+pub mod tc;
+pub mod tc_conv;
 
 /// A CUDA C source file shipped with bitgrad.
 #[derive(Debug, Clone, Copy)]

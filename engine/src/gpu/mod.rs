@@ -182,6 +182,11 @@ pub trait GpuRuntime: Send + Sync + std::fmt::Debug {
     fn device(&self) -> Device;
     /// One line for `bitgrad info`: the GPU's name and capability, or the emulator's modes.
     fn describe(&self) -> String;
+    /// The (major, minor) compute capability of a real GPU; `None` for the emulator, which is
+    /// not a GPU model (the mixed-precision default reads this: bf16 from sm_80 on).
+    fn compute_capability(&self) -> Option<(i32, i32)> {
+        None
+    }
     /// Raw device allocation of `bytes` (> 0) bytes, aligned to at least 256 bytes.
     /// Callers normally go through [`GpuRuntime::alloc`], which caches.
     fn raw_alloc(&self, bytes: usize) -> Result<DevicePtr>;

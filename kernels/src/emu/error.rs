@@ -19,6 +19,9 @@ pub enum EmuError {
     Deadlock { kernel: String, block: [u32; 3], detail: String },
     /// A warp op misused: its mask names an exited or missing lane, lanes disagree, bad width.
     WarpSync { kernel: String, block: [u32; 3], thread: Option<[u32; 3]>, detail: String },
+    /// cp.async misused: a bad size or address, or data read (by ldmatrix) before the copy was
+    /// waited for and published by a `__syncthreads()` (kernels/emu/tensor.cpp).
+    AsyncCopy { kernel: String, block: [u32; 3], thread: Option<[u32; 3]>, detail: String },
     /// An access just past the end of a guarded buffer ([`super::Modes::guard`]).
     OutOfBounds {
         kernel: String,
@@ -80,6 +83,9 @@ impl fmt::Display for EmuError {
             }
             EmuError::WarpSync { kernel, block, thread, detail } => {
                 write!(f, "invalid warp operation in kernel `{kernel}`, {}: {detail}", Where(block, thread))
+            }
+            EmuError::AsyncCopy { kernel, block, thread, detail } => {
+                write!(f, "invalid asynchronous copy in kernel `{kernel}`, {}: {detail}", Where(block, thread))
             }
             EmuError::OutOfBounds { kernel, block, thread, addr, write, past_end, buffer_len } => write!(
                 f,

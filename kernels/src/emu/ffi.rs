@@ -28,6 +28,7 @@ pub(crate) const ERR_DEADLOCK: i32 = 1;
 pub(crate) const ERR_WARP: i32 = 2;
 pub(crate) const ERR_FAULT: i32 = 3;
 pub(crate) const ERR_STACK: i32 = 4;
+pub(crate) const ERR_ASYNC: i32 = 6;
 
 /// `emu::EmuErr`: what went wrong in a block.
 #[repr(C)]

@@ -188,6 +188,7 @@ fn convert(kernel: &str, e: &EmuErr) -> EmuError {
     match e.kind {
         ffi::ERR_DEADLOCK => EmuError::Deadlock { kernel, block, detail: e.message() },
         ffi::ERR_WARP => EmuError::WarpSync { kernel, block, thread, detail: e.message() },
+        ffi::ERR_ASYNC => EmuError::AsyncCopy { kernel, block, thread, detail: e.message() },
         ffi::ERR_FAULT => match buffer::past_guarded_end(addr) {
             Some((past_end, buffer_len)) => {
                 EmuError::OutOfBounds { kernel, block, thread, addr, write, past_end, buffer_len }

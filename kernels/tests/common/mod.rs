@@ -65,3 +65,7 @@ pub fn with_timeout<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send +
 
 /// Both standard mode sets.
 pub const BOTH: [Modes; 2] = [Modes::FAST, Modes::CHECKED];
+
+pub mod blocksum;
+pub mod conv;
+pub mod tc;

@@ -27,6 +27,7 @@ pub struct CudaRuntime {
     kernels: Kernels,
     allocator: CachingAllocator,
     describe: String,
+    cc: (i32, i32),
     /// `BITGRAD_CUDA_SYNC=1`: synchronize after every launch, so a faulting kernel is the one named.
     sync_each_launch: bool,
 }
@@ -66,6 +67,7 @@ impl CudaRuntime {
             kernels: Kernels::new(cc),
             allocator: CachingAllocator::new(),
             describe,
+            cc,
             sync_each_launch: std::env::var("BITGRAD_CUDA_SYNC").is_ok_and(|v| v == "1"),
         })
     }
@@ -86,6 +88,10 @@ impl GpuRuntime for CudaRuntime {
 
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    fn compute_capability(&self) -> Option<(i32, i32)> {
+        Some(self.cc)
     }
 
     fn raw_alloc(&self, bytes: usize) -> Result<DevicePtr> {

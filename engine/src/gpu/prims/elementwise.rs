@@ -49,7 +49,7 @@ fn cmp_code(op: CmpOp) -> i32 {
 
 /// True when the f32 float4 kernels can take `l` of `s`: contiguous, 16-byte aligned start.
 fn vec4_ok(s: &GpuStorage, l: &Layout) -> bool {
-    s.dtype() == DType::F32 && l.is_contiguous() && s.ptr_at(l.offset()).0 % 16 == 0
+    s.dtype() == DType::F32 && l.is_contiguous() && s.ptr_at(l.offset()).0.is_multiple_of(16)
 }
 
 /// `op(x)` elementwise into a fresh contiguous storage.
@@ -94,7 +94,7 @@ pub fn binary(a: &GpuStorage, la: &Layout, b: &GpuStorage, lb: &Layout, op: Bina
     let out = out_like(a, a.dtype(), n)?;
     let rt = a.runtime();
     let code = binary_code(op);
-    if vec4_ok(a, la) && vec4_ok(b, lb) && out.ptr().0 % 16 == 0 && n % 4 == 0 {
+    if vec4_ok(a, la) && vec4_ok(b, lb) && out.ptr().0 % 16 == 0 && n.is_multiple_of(4) {
         let args = [
             ((n / 4) as i64).into(),
             code.into(),
