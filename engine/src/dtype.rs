@@ -94,3 +94,18 @@ pub trait FloatElem:
 }
 impl FloatElem for f32 {}
 impl FloatElem for f64 {}
+
+/// f32 → bf16 bits, rounded to nearest even; a NaN stays a quiet NaN of the same sign
+/// (`half::bf16::from_f32`'s rule). Written without branches so that loops over it vectorize:
+/// the one definition every bf16 kernel on the CPU rounds with.
+#[inline(always)]
+pub fn bf16_bits(v: f32) -> u16 {
+    let x = v.to_bits();
+    let rounded = (x.wrapping_add(0x7fff + ((x >> 16) & 1)) >> 16) as u16;
+    let nan = (x & 0x7fff_ffff) > 0x7f80_0000;
+    if nan {
+        ((x >> 16) | 0x40) as u16
+    } else {
+        rounded
+    }
+}

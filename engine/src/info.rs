@@ -68,6 +68,27 @@ pub fn nvrtc_status() -> String {
     }
 }
 
+/// The instruction-set levels: what the CPU has, what bitgrad's kernels use (see
+/// [`crate::cpu::isa`]), and one line per kernel family.
+pub fn isa_report() -> String {
+    use crate::cpu::isa::{self, Isa};
+    let levels: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+    let forced = match std::env::var("BITGRAD_CPU_ISA") {
+        Ok(v) if !v.trim().is_empty() => format!(" (BITGRAD_CPU_ISA={v})"),
+        _ => String::new(),
+    };
+    let mut s = format!(
+        "cpu isa:      {}, active {}{forced}; levels here: {}\n",
+        isa::detected(),
+        isa::active(),
+        levels.join(" ")
+    );
+    for line in isa::report().lines() {
+        s += &format!("  {line}\n");
+    }
+    s
+}
+
 /// The report printed by `bitgrad info`.
 pub fn machine_report() -> String {
     let mut s = String::new();
@@ -76,6 +97,7 @@ pub fn machine_report() -> String {
     s += &format!("cpu:          {}\n", cpu_model().unwrap_or_else(|| "unknown".into()));
     s += &format!("threads:      {threads} (of {cores} available; set RAYON_NUM_THREADS to change)\n");
     s += &format!("simd:         {}\n", simd_level());
+    s += &isa_report();
     s += &format!("emu:          {}\n", emu_status());
     s += &format!("cuda:         {}\n", crate::gpu::cuda::status());
     s += &format!("nvrtc:        {}\n", nvrtc_status());

@@ -160,7 +160,7 @@ proptest! {
         let mut target = Vec::new();
         let mut rest = n;
         while rest > 1 {
-            let f = (2..=rest).find(|f| rest % f == 0 && g.coin()).unwrap_or(rest);
+            let f = (2..=rest).find(|f| rest.is_multiple_of(*f) && g.coin()).unwrap_or(rest);
             target.push(f);
             rest /= f;
             if g.below(3) == 0 { target.push(1); }

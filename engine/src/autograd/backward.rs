@@ -106,7 +106,9 @@ fn grad_impl(root: &Tensor, seed: &Tensor, mut on_final: Option<OnFinal<'_>>) ->
             deliver_final(&node.inputs, &mut uses, &mut leaves, &mut on_final)?;
             continue;
         };
+        let timer = super::profile::start();
         let grads = node.op.backward(&node.inputs, t, &g)?;
+        super::profile::stop(timer, node.op.name());
         if grads.len() != node.inputs.len() {
             return Err(Error::Autograd(format!(
                 "{} returned {} gradients for {} inputs",
@@ -128,11 +130,13 @@ fn grad_impl(root: &Tensor, seed: &Tensor, mut on_final: Option<OnFinal<'_>>) ->
                     input.shape()
                 )));
             }
+            let timer = super::profile::start();
             if input.is_leaf() {
                 leaves.accumulate(input, gi)?;
             } else {
                 pending.accumulate(input, gi)?;
             }
+            super::profile::stop(timer, "(gradient accumulation)");
         }
         deliver_final(&node.inputs, &mut uses, &mut leaves, &mut on_final)?;
         // `node` (the op and its saved tensors) is dropped here: memory is released as we go.

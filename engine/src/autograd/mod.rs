@@ -13,6 +13,7 @@
 mod backward;
 mod grad_store;
 mod no_grad;
+pub mod profile;
 
 pub use backward::grad;
 pub use grad_store::GradStore;

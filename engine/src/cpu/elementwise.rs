@@ -95,9 +95,29 @@ fn binary_int(a: &[i64], la: &Layout, b: &[i64], lb: &Layout, op: BinaryOp) -> R
 }
 
 /// `op(a, b)` elementwise; both layouts already broadcast to the output shape.
+/// f32 → bf16 with [`crate::bf16_bits`] (nearest even, branch-free).
+#[inline(always)]
+fn round_bf16(v: f32) -> half::bf16 {
+    half::bf16::from_bits(crate::bf16_bits(v))
+}
+
 pub fn binary(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout, op: BinaryOp) -> Result<CpuStorage> {
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch { op: op.name(), lhs: a.dtype(), rhs: b.dtype() });
+    }
+    // bf16 arithmetic (the residual adds and gradient sums of a model trained in bf16): one
+    // pass, each value computed in f32 and rounded once — the same bits as the f32 copies below.
+    if let (CpuStorage::BF16(x), CpuStorage::BF16(y)) = (a, b) {
+        let f: Option<fn(f32, f32) -> f32> = match op {
+            BinaryOp::Add => Some(|x, y| x + y),
+            BinaryOp::Sub => Some(|x, y| x - y),
+            BinaryOp::Mul => Some(|x, y| x * y),
+            BinaryOp::Div => Some(|x, y| x / y),
+            BinaryOp::Max | BinaryOp::Min => None,
+        };
+        if let Some(f) = f {
+            return Ok(CpuStorage::BF16(map2(x, la, y, lb, |x, y| round_bf16(f(x.to_f32(), y.to_f32())))));
+        }
     }
     // Half precision: compute on f32 copies (the common case on CPU is f32 anyway).
     if matches!(a, CpuStorage::F16(_) | CpuStorage::BF16(_)) {
@@ -165,4 +185,63 @@ pub fn where_cond(
         (CpuStorage::U8(x), CpuStorage::U8(y)) => CpuStorage::U8(where_typed(m, (x, la), (y, lb))),
         (x, y) => return Err(Error::DTypeMismatch { op: "where_cond", lhs: x.dtype(), rhs: y.dtype() }),
     })
+}
+
+#[cfg(test)]
+mod bf16_tests {
+    use super::*;
+
+    /// The branchless rounding is `half`'s `from_f32` (what the f32-copy path ends with), on
+    /// NaNs, infinities, halfway cases, overflow and a spread of random bit patterns.
+    #[test]
+    fn round_bf16_is_halfs_from_f32() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let specials = [
+            0x7fc0_0001u32,
+            0xffc0_0000,
+            0x7f80_0000,
+            0xff80_0000,
+            0x3f80_8000,
+            0x3f81_8000,
+            0x7f7f_ffff,
+            0x0000_8000,
+            0x8000_0001,
+        ];
+        let randoms = (0..1_000_000).map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 32) as u32
+        });
+        for bits in specials.into_iter().chain(randoms) {
+            let v = f32::from_bits(bits);
+            assert_eq!(round_bf16(v).to_bits(), half::bf16::from_f32(v).to_bits(), "{bits:#x}");
+        }
+    }
+
+    /// bf16 add/sub/mul/div in one pass give the bits of the f32-copy path.
+    #[test]
+    fn bf16_arithmetic_matches_the_f32_copies() {
+        let vals: Vec<half::bf16> =
+            [1.0f32, -2.5, 3.0e38, 1.0e-38, 0.0, -0.0, f32::INFINITY, f32::NAN, 1.0 + 1.0 / 256.0, 7.0]
+                .iter()
+                .map(|&v| half::bf16::from_f32(v))
+                .collect();
+        let n = vals.len();
+        let a: Vec<half::bf16> = (0..n * n).map(|i| vals[i / n]).collect();
+        let b: Vec<half::bf16> = (0..n * n).map(|i| vals[i % n]).collect();
+        let l = Layout::contiguous(crate::Shape::from(vec![n * n]));
+        for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+            let fast = binary(&CpuStorage::BF16(a.clone()), &l, &CpuStorage::BF16(b.clone()), &l, op).unwrap();
+            let (a32, b32) = (
+                super::super::copy::cast(&CpuStorage::BF16(a.clone()), &l, crate::DType::F32).unwrap(),
+                super::super::copy::cast(&CpuStorage::BF16(b.clone()), &l, crate::DType::F32).unwrap(),
+            );
+            let slow =
+                super::super::copy::cast(&binary(&a32, &l, &b32, &l, op).unwrap(), &l, crate::DType::BF16).unwrap();
+            let bits = |s: &CpuStorage| match s {
+                CpuStorage::BF16(v) => v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                _ => unreachable!(),
+            };
+            assert_eq!(bits(&fast), bits(&slow), "{}", op.name());
+        }
+    }
 }

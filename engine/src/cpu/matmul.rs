@@ -144,6 +144,7 @@ fn matmul_typed<T: Copy + Default + Send + Sync + 'static>(
 /// `[B.., M, K] × [B.., K, N] → [B.., M, N]`; the batch dims of both layouts are already
 /// broadcast to the same shape.
 pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Result<CpuStorage> {
+    super::isa::record_gemm();
     match (a, b) {
         (CpuStorage::F32(x), CpuStorage::F32(y)) => Ok(CpuStorage::F32(matmul_typed(x, la, y, lb, 1.0, 0.0))),
         (CpuStorage::F64(x), CpuStorage::F64(y)) => Ok(CpuStorage::F64(matmul_typed(x, la, y, lb, 1.0, 0.0))),

@@ -6,6 +6,7 @@
 pub mod copy;
 pub mod elementwise;
 pub mod index;
+pub mod isa;
 pub mod matmul;
 pub mod reduce;
 pub mod softmax;

@@ -3,6 +3,7 @@
 //! The backward of a broadcasting op sums the gradient over the broadcast axes
 //! (`sum_to_shape`), because one input element fed every output element along them.
 
+use super::format::OutputOrder;
 use super::{BinaryOp, CmpOp};
 use crate::gpu::prims;
 use crate::{cpu, BackwardOp, DType, Error, Layout, Result, Shape, Storage, Tensor};
@@ -18,12 +19,16 @@ impl Tensor {
 
     fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
         let (shape, la, lb) = self.broadcast_pair(rhs, op.name())?;
+        // The output keeps the strides of the first dense full-shape operand (channels-last in,
+        // channels-last out, also against a broadcast [C] or [1, C, 1, 1] operand).
+        let order = OutputOrder::of(&shape, &[self.layout(), rhs.layout()]);
+        let (la, lb) = (order.apply(&la), order.apply(&lb));
         let out = match (&*self.storage(), &*rhs.storage()) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(cpu::elementwise::binary(a, &la, b, &lb, op)?),
             (Storage::Gpu(a), Storage::Gpu(b)) => Storage::Gpu(prims::elementwise::binary(a, &la, b, &lb, op)?),
             _ => return Err(self.device_mismatch(rhs, op.name())),
         };
-        Ok(Tensor::from_storage(out, shape).record(&[self, rhs], BinaryBackward(op)))
+        Ok(order.wrap(out, shape).record(&[self, rhs], BinaryBackward(op)))
     }
 
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -49,12 +54,14 @@ impl Tensor {
 
     fn compare(&self, rhs: &Tensor, op: CmpOp) -> Result<Tensor> {
         let (shape, la, lb) = self.broadcast_pair(rhs, "compare")?;
+        let order = OutputOrder::of(&shape, &[self.layout(), rhs.layout()]);
+        let (la, lb) = (order.apply(&la), order.apply(&lb));
         let out = match (&*self.storage(), &*rhs.storage()) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(cpu::elementwise::compare(a, &la, b, &lb, op)?),
             (Storage::Gpu(a), Storage::Gpu(b)) => Storage::Gpu(prims::elementwise::compare(a, &la, b, &lb, op)?),
             _ => return Err(self.device_mismatch(rhs, "compare")),
         };
-        Ok(Tensor::from_storage(out, shape))
+        Ok(order.wrap(out, shape))
     }
     /// `self == rhs` as a u8 mask (not differentiable).
     pub fn eq(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -89,6 +96,8 @@ impl Tensor {
         let (shape, lt, lf) = on_true.broadcast_pair(on_false, "where_cond")?;
         let shape = mask.shape().broadcast(&shape, "where_cond")?;
         let (lt, lf, lm) = (lt.broadcast_to(&shape)?, lf.broadcast_to(&shape)?, mask.layout().broadcast_to(&shape)?);
+        let order = OutputOrder::of(&shape, &[on_true.layout(), on_false.layout(), mask.layout()]);
+        let (lt, lf, lm) = (order.apply(&lt), order.apply(&lf), order.apply(&lm));
         let out = match (&*mask.storage(), &*on_true.storage(), &*on_false.storage()) {
             (Storage::Cpu(m), Storage::Cpu(a), Storage::Cpu(b)) => {
                 Storage::Cpu(cpu::elementwise::where_cond(m, &lm, a, &lt, b, &lf)?)
@@ -98,7 +107,7 @@ impl Tensor {
             }
             _ => return Err(mask.device_mismatch(on_true, "where_cond")),
         };
-        Ok(Tensor::from_storage(out, shape).record(&[on_true, on_false], WhereBackward(mask.detach())))
+        Ok(order.wrap(out, shape).record(&[on_true, on_false], WhereBackward(mask.detach())))
     }
 
     /// `value` where `mask` is set, `self` elsewhere.

@@ -1,5 +1,6 @@
 //! Dtype and device conversion.
 
+use super::format::OutputOrder;
 use crate::{cpu, BackwardOp, DType, Device, GpuStorage, Result, Storage, Tensor};
 
 impl Tensor {
@@ -9,11 +10,14 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
+        // A dense input's strides are kept (channels-last stays channels-last).
+        let order = OutputOrder::of(self.shape(), &[self.layout()]);
+        let l = order.apply(self.layout());
         let out = match &*self.storage() {
-            Storage::Cpu(s) => Storage::Cpu(cpu::copy::cast(s, self.layout(), dtype)?),
-            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::copy::cast(s, self.layout(), dtype)?),
+            Storage::Cpu(s) => Storage::Cpu(cpu::copy::cast(s, &l, dtype)?),
+            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::copy::cast(s, &l, dtype)?),
         };
-        let t = Tensor::from_storage(out, self.shape());
+        let t = order.wrap(out, self.shape().clone());
         if dtype.is_float() && self.dtype().is_float() {
             Ok(t.record(&[self], CastBackward(self.dtype())))
         } else {
@@ -35,22 +39,23 @@ impl BackwardOp for CastBackward {
 
 impl Tensor {
     /// This tensor on `device`: the same handle when it is there already, else a copy (only the
-    /// elements the view covers). Differentiable: the gradient goes back to the source device.
+    /// elements the view covers). A dense tensor keeps its strides (a channels-last tensor
+    /// stays channels-last); other views arrive row-major. Differentiable: the gradient goes
+    /// back to the source device.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         if device == self.device() {
             return Ok(self.clone());
         }
-        let src = self.contiguous()?;
+        // Dense in some order: its elements are the `numel` storage slots from its offset on.
+        let src = if self.layout().dense_order().is_some() { self.clone() } else { self.contiguous()? };
         let st = src.storage();
         let o = src.layout().offset();
         let n = src.numel();
+        let out_layout = crate::Layout::new(src.shape().clone(), src.layout().strides().to_vec(), 0);
         let out = match (&*st, device) {
             (Storage::Cpu(s), d) => {
                 let rt = crate::gpu::runtime(d)?;
-                let host = crate::cpu::copy::contiguous(
-                    s,
-                    &crate::Layout::new(src.shape().clone(), src.layout().strides().to_vec(), o),
-                );
+                let host = crate::cpu::copy::contiguous(s, &crate::Layout::new([n].into(), vec![1], o));
                 Storage::Gpu(GpuStorage::from_cpu(&rt, &host)?)
             }
             (Storage::Gpu(g), Device::Cpu) => {
@@ -66,7 +71,12 @@ impl Tensor {
             }
         };
         drop(st);
-        Ok(Tensor::from_storage(out, self.shape()).record(&[self], ToDeviceBackward(self.device())))
+        let out = if src.is_contiguous() {
+            Tensor::from_storage(out, self.shape())
+        } else {
+            Tensor::from_storage_in(out, out_layout)
+        };
+        Ok(out.record(&[self], ToDeviceBackward(self.device())))
     }
 }
 

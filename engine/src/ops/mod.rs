@@ -8,12 +8,15 @@
 mod binary;
 mod cast;
 mod cat;
+mod format;
 mod index;
 mod matmul;
 mod reduce;
 mod softmax;
 mod unary;
 mod view;
+
+pub(crate) use format::OutputOrder;
 
 /// Elementwise functions of one tensor.
 #[derive(Debug, Clone, Copy, PartialEq)]

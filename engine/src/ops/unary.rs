@@ -1,16 +1,20 @@
 //! neg, exp, log, sqrt, rsqrt, recip, sqr, relu, sigmoid, tanh, abs, powf, affine.
 
+use super::format::OutputOrder;
 use super::UnaryOp;
 use crate::{cpu, BackwardOp, Result, Storage, Tensor};
 
 impl Tensor {
     /// Applies `op` without recording (used directly for masks such as `step`).
     pub(crate) fn map_unary(&self, op: UnaryOp) -> Result<Tensor> {
+        // The output keeps a dense input's strides (a channels-last input stays channels-last).
+        let order = OutputOrder::of(self.shape(), &[self.layout()]);
+        let l = order.apply(self.layout());
         let out = match &*self.storage() {
-            Storage::Cpu(s) => Storage::Cpu(cpu::elementwise::unary(s, self.layout(), op)?),
-            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::elementwise::unary(s, self.layout(), op)?),
+            Storage::Cpu(s) => Storage::Cpu(cpu::elementwise::unary(s, &l, op)?),
+            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::elementwise::unary(s, &l, op)?),
         };
-        Ok(Tensor::from_storage(out, self.shape()))
+        Ok(order.wrap(out, self.shape().clone()))
     }
 
     fn unary(&self, op: UnaryOp) -> Result<Tensor> {

@@ -111,7 +111,9 @@ impl Tensor {
         self.reshape(dims)
     }
 
-    /// A row-major copy, or `self` when already row-major.
+    /// A row-major copy, or `self` when already row-major. For a 4-d tensor that is NCHW, as
+    /// in PyTorch: a channels-last tensor is copied to NCHW. [`Tensor::to_memory_format`] asks
+    /// for a given format (and returns its gradient in the input's format).
     pub fn contiguous(&self) -> Result<Tensor> {
         if self.is_contiguous() {
             return Ok(self.clone());

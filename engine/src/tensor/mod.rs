@@ -203,29 +203,45 @@ impl Tensor {
             // gives each input of `cat` a slice of one buffer; stored as is, those `.grad()`s
             // would alias each other (an in-place update of one would change the others) and a
             // slice would keep the whole buffer alive.
-            None if g.owns_its_storage() => g.detach(),
-            None => g.fresh_copy()?,
+            // It is also copied when its layout is not the leaf's (PyTorch's layout contract:
+            // a dense leaf, e.g. a channels-last one, gets a gradient with its strides; any
+            // other leaf a row-major one), so `.grad()` never comes back transposed.
+            None if g.owns_its_storage() && self.grad_layout_fits(&g) => g.detach(),
+            None => g.fresh_copy_like(self.layout())?,
         });
         Ok(())
     }
 
     /// True when this is the only handle on its storage (and on itself) and covers all of the
-    /// storage, row-major.
-    fn owns_its_storage(&self) -> bool {
+    /// storage densely (row-major, channels-last or any other dense order).
+    pub(crate) fn owns_its_storage(&self) -> bool {
         Arc::strong_count(&self.0) == 1
             && self.storage_refcount() == 1
-            && self.is_contiguous()
+            && self.layout().dense_order().is_some()
             && self.layout().offset() == 0
             && self.storage().len() == self.numel()
     }
 
-    /// A row-major copy in a new buffer (unlike `contiguous`, which returns `self` when it can).
-    fn fresh_copy(&self) -> Result<Tensor> {
+    /// True when `g` already has the layout this leaf's gradient should have: the leaf's own
+    /// strides when the leaf is dense but not row-major, row-major otherwise.
+    fn grad_layout_fits(&self, g: &Tensor) -> bool {
+        if self.layout().dense_order().is_some() && !self.is_contiguous() {
+            g.layout().strides() == self.layout().strides()
+        } else {
+            g.is_contiguous()
+        }
+    }
+
+    /// A copy in a new buffer (unlike `contiguous`, which returns `self` when it can) with the
+    /// strides of `like` when that is a dense layout of the same shape, else row-major.
+    fn fresh_copy_like(&self, like: &Layout) -> Result<Tensor> {
+        let order = crate::ops::OutputOrder::of(self.shape(), &[like]);
+        let l = order.apply(self.layout());
         let out = match &*self.storage() {
-            Storage::Cpu(s) => Storage::Cpu(crate::cpu::copy::contiguous(s, self.layout())),
-            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::copy::contiguous(s, self.layout())?),
+            Storage::Cpu(s) => Storage::Cpu(crate::cpu::copy::contiguous(s, &l)),
+            Storage::Gpu(s) => Storage::Gpu(crate::gpu::prims::copy::contiguous(s, &l)?),
         };
-        Ok(Tensor::from_storage(out, self.shape()))
+        Ok(order.wrap(out, self.shape().clone()))
     }
 
     /// The inputs of the node that made this tensor, if it still has one.
