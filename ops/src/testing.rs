@@ -1,6 +1,6 @@
-//! Test helpers shared by the tests of pad, pool, dropout, linear, softmax_xent and sgd:
-//! seeded f64 inputs, non-contiguous presentations of a leaf, and a gradient check that reports
-//! through proptest.
+//! Test helpers shared by the tests of pad, pool, dropout, linear, softmax_xent, sgd and the
+//! mixed-precision ops: seeded f64 inputs, non-contiguous presentations of a leaf, and a gradient
+//! check that reports through proptest.
 #![allow(dead_code)]
 
 use bitgrad_engine::gradcheck::{check_gradients, GradCheck};
@@ -38,7 +38,7 @@ pub struct Permuted {
 impl Permuted {
     /// A permutation derived from `seed` (identity for `seed % 3 == 0`), or none for rank < 2.
     pub fn from_seed(rank: usize, seed: u64) -> Self {
-        if rank < 2 || seed % 3 == 0 {
+        if rank < 2 || seed.is_multiple_of(3) {
             return Permuted { perm: None };
         }
         let mut rng = Rng::new(seed ^ 0xA5A5);
@@ -93,6 +93,20 @@ pub fn gradcheck(
 /// `Ok` or a proptest failure naming `what` and the error.
 pub fn named<T>(what: &str, r: Result<T>) -> std::result::Result<T, TestCaseError> {
     r.map_err(|e| TestCaseError::fail(format!("{what}: {e}")))
+}
+
+/// Normal(0, 1) values drawn in f64 and rounded to `dtype` (bf16 inputs of the mixed-precision
+/// tests are exact bf16 values).
+pub fn randn_as(dims: &[usize], dtype: DType, seed: u64) -> Tensor {
+    randn(dims, seed).to_dtype(dtype).unwrap()
+}
+
+/// ‖a − b‖₂ / ‖b‖₂.
+pub fn l2_rel(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
 
 /// Largest |a − b| relative to max(1, |b|).

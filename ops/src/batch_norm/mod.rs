@@ -108,6 +108,10 @@ pub fn batch_norm(
     momentum: f64,
     eps: f64,
 ) -> Result<Tensor> {
+    // A channels-last input runs through the NCHW kernels, converted once here (crate::format).
+    if crate::format::is_channels_last_input(x) {
+        return crate::format::nchw_boundary(x, |x| batch_norm(x, gamma, beta, running, training, momentum, eps));
+    }
     let dims = check(x, gamma, beta, running, training, momentum, eps)?;
     let mode = Mode { training, momentum, eps };
     match x.dtype() {

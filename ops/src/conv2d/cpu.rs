@@ -102,6 +102,9 @@ fn per_group<T: Send>(
 
 /// `y[batch, o, oh, ow]` from `x[batch, c, h, w]`, `w[o, c/groups, kh, kw]` and `bias[o]`.
 pub(crate) fn forward<T: FloatElem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom, max_col_bytes: usize) -> Vec<T> {
+    if let Some(y) = super::direct::forward(x, w, bias, g) {
+        return y;
+    }
     let mut out = vec![T::zero(); g.batch * g.o * g.p()];
     if out.is_empty() {
         return out;
@@ -261,22 +264,28 @@ pub(crate) fn backward<T: FloatElem>(
     max_col_bytes: usize,
 ) -> Grads<Vec<T>> {
     let [need_dx, need_dw, need_db] = need;
-    let mut dw = need_dw.then(|| vec![T::zero(); g.o * g.kg()]);
-    let mut dx = need_dx.then(|| vec![T::zero(); g.batch * g.c * g.hw()]);
+    // Stride-1 3-wide f32 convolutions get their weight gradient from the direct kernels.
+    let direct_dw = if need_dw && g.batch * g.p() > 0 { super::direct::weight_grad(x, gy, g) } else { None };
+    let dw_done = direct_dw.is_some();
+    let mut dw = direct_dw.or_else(|| need_dw.then(|| vec![T::zero(); g.o * g.kg()]));
+    // Stride-1 k×k f32 convolutions get their input gradient from the direct kernels.
+    let direct_dx = if need_dx && g.batch * g.p() > 0 { super::direct::input_grad(w, gy, g) } else { None };
+    let direct = direct_dx.is_some();
+    let mut dx = direct_dx.or_else(|| need_dx.then(|| vec![T::zero(); g.batch * g.c * g.hw()]));
     let nb = images_per_chunk(g, size_of::<T>(), max_col_bytes);
     let transposed = weight_grad_transposed(g, nb);
     if g.batch * g.p() > 0 {
-        if let Some(dw) = dw.as_deref_mut() {
+        if let Some(dw) = dw.as_deref_mut().filter(|_| !dw_done) {
             weight_grad(x, gy, g, nb, transposed, dw);
         }
-        if let Some(dx) = dx.as_deref_mut() {
+        if let Some(dx) = dx.as_deref_mut().filter(|_| !direct) {
             for_each_chunk(g, nb, dx, g.c * g.hw(), |chunk, col_buf, stage, dx| {
                 let dys = chunk_grad(&gy[chunk.outputs()], chunk, stage);
                 input_grad_chunk(w, dys, chunk, col_buf, dx);
             });
         }
     }
-    if transposed {
+    if transposed && !dw_done {
         dw = dw.map(|t| untranspose_weight_grad(&t, g));
     }
     Grads { dx, dw, db: need_db.then(|| bias_grad(gy, g)) }

@@ -77,6 +77,7 @@ pub(crate) fn matmul<T: FloatElem>(
     b: MatRef<'_, T>,
     par: Parallelism,
 ) {
+    bitgrad_engine::cpu::isa::record_gemm();
     assert!(
         dst.rows == a.rows && dst.cols == b.cols && a.cols == b.rows,
         "matmul: [{}×{}] = [{}×{}]·[{}×{}]",

@@ -47,6 +47,13 @@
 //! the runtime's GEMM (f32/f64; the half dtypes run those through the tiled kernels too). Only
 //! `groups = 1` on GPU devices (an error otherwise).
 //!
+//! # Memory formats
+//!
+//! `x` may be NCHW or channels-last (NHWC strides, `bitgrad_engine::MemoryFormat`); the output
+//! is in `x`'s format. Both kernels read NCHW/OIHW, so a channels-last input (or weight) is
+//! converted once at this boundary and the output converted back (`crate::format`); each
+//! gradient comes back in its tensor's format.
+//!
 //! # Dtypes
 //!
 //! f32 and f64 run natively. On the CPU, f16 and bf16 are converted to f32 at the boundary
@@ -55,21 +62,29 @@
 //! in f32 and round each output (y, dx, dW) once, so the two devices agree to within one rounding
 //! of the half dtype (the f32 sums differ only in their order). Integer dtypes are an error.
 
+pub(crate) mod amx;
 mod columns;
 mod cpu;
+mod direct;
 mod gpu;
 mod matmul;
-mod params;
+pub(crate) mod params;
+pub(crate) mod tc;
 mod workspace;
 
 #[cfg(test)]
 mod gpu_tests;
 #[cfg(test)]
+mod tc_gpu_tests;
+#[cfg(test)]
 mod tests;
 
+pub use direct::fma_peak_gflops;
 pub use params::{Conv2dParams, Padding};
+pub use tc::{tc_conv2d_dgrad, tc_conv2d_fprop, tc_conv2d_wgrad};
 
-use bitgrad_engine::{BackwardOp, DType, Error, FloatElem, Result, Storage, Tensor};
+use crate::format;
+use bitgrad_engine::{BackwardOp, DType, Error, FloatElem, MemoryFormat, Result, Storage, Tensor};
 use params::Geom;
 
 /// `y = conv2d(x, w) + bias`: `x` is `[B, C, H, W]`, `w` is `[O, C / groups, kh, kw]`, `bias` is
@@ -79,6 +94,14 @@ use params::Geom;
 /// are not divisible by `groups`, a bias that is not `[O]`, zero stride, dilation or groups, a
 /// (dilated) kernel larger than the padded input, mixed dtypes or devices, integer dtypes.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<Tensor> {
+    // The kernels (CPU and GPU) read an NCHW input and an OIHW weight. A channels-last input or
+    // weight is converted once here, at the boundary (crate::format), the output is returned in
+    // the input's format, and the gradients come back in each tensor's own format. A model
+    // that runs channels-last keeps its weights OIHW, so only the activations are converted.
+    if format::is_channels_last_input(x) || format::is_channels_last_input(w) {
+        let y = conv2d(&format::to_nchw(x)?, &format::to_nchw(w)?, bias, p)?;
+        return if format::is_channels_last_input(x) { y.to_memory_format(MemoryFormat::ChannelsLast) } else { Ok(y) };
+    }
     let geom = check(x, w, bias, p)?;
     match x.dtype() {
         DType::F32 | DType::F64 => {}

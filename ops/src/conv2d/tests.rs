@@ -23,25 +23,25 @@ const CPU: Device = Device::Cpu;
 
 /// One convolution to test.
 #[derive(Debug, Clone)]
-struct Case {
-    batch: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    k: [usize; 2],
-    params: Conv2dParams,
-    bias: bool,
+pub(super) struct Case {
+    pub(super) batch: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) o: usize,
+    pub(super) k: [usize; 2],
+    pub(super) params: Conv2dParams,
+    pub(super) bias: bool,
 }
 
 impl Case {
-    fn x_dims(&self) -> [usize; 4] {
+    pub(super) fn x_dims(&self) -> [usize; 4] {
         [self.batch, self.c, self.h, self.w]
     }
-    fn w_dims(&self) -> [usize; 4] {
+    pub(super) fn w_dims(&self) -> [usize; 4] {
         [self.o, self.c / self.params.groups, self.k[0], self.k[1]]
     }
-    fn geom(&self) -> Geom {
+    pub(super) fn geom(&self) -> Geom {
         Geom::new(&self.x_dims(), &self.w_dims(), &self.params).expect("valid case")
     }
 }
@@ -70,12 +70,12 @@ fn case(max_cg: usize, max_hw_extra: usize) -> impl Strategy<Value = Case> {
     })
 }
 
-fn randn(dims: &[usize], seed: u64) -> Vec<f64> {
+pub(super) fn randn(dims: &[usize], seed: u64) -> Vec<f64> {
     Tensor::randn(dims.to_vec(), 0.0, 1.0, DType::F64, CPU, &mut Rng::new(seed)).unwrap().to_vec::<f64>().unwrap()
 }
 
 /// Direct convolution.
-fn naive_forward(x: &[f64], w: &[f64], bias: Option<&[f64]>, g: &Geom) -> Vec<f64> {
+pub(super) fn naive_forward(x: &[f64], w: &[f64], bias: Option<&[f64]>, g: &Geom) -> Vec<f64> {
     let mut y = vec![0.0; g.batch * g.o * g.p()];
     visit(g, |xi, wi, yi| y[yi] += w[wi] * x[xi]);
     if let Some(b) = bias {
@@ -87,7 +87,7 @@ fn naive_forward(x: &[f64], w: &[f64], bias: Option<&[f64]>, g: &Geom) -> Vec<f6
 }
 
 /// The gradients of the direct convolution for the output gradient `gy`.
-fn naive_grads(x: &[f64], w: &[f64], gy: &[f64], g: &Geom) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub(super) fn naive_grads(x: &[f64], w: &[f64], gy: &[f64], g: &Geom) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; g.o]);
     visit(g, |xi, wi, yi| {
         dx[xi] += w[wi] * gy[yi];
@@ -129,13 +129,13 @@ fn visit(g: &Geom, mut f: impl FnMut(usize, usize, usize)) {
     }
 }
 
-fn abs(v: &[f64]) -> Vec<f64> {
+pub(super) fn abs(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| x.abs()).collect()
 }
 
 /// `|got − want| ≤ tol · scale` elementwise, where `scale` is the same computation on absolute
 /// values (the sum of |terms|, which bounds the rounding error of any summation order).
-fn assert_close(got: &[f64], want: &[f64], scale: &[f64], tol: f64, what: &str) {
+pub(super) fn assert_close(got: &[f64], want: &[f64], scale: &[f64], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for i in 0..got.len() {
         let err = (got[i] - want[i]).abs();
@@ -227,7 +227,7 @@ proptest! {
 }
 
 /// A case from the input dims `[batch, c, h, w]`, `o` output channels and a `k × k` kernel.
-fn dense([batch, c, h, w]: [usize; 4], o: usize, k: usize, params: Conv2dParams, bias: bool) -> Case {
+pub(super) fn dense([batch, c, h, w]: [usize; 4], o: usize, k: usize, params: Conv2dParams, bias: bool) -> Case {
     Case { batch, c, h, w, o, k: [k, k], params, bias }
 }
 

@@ -65,6 +65,11 @@ pub fn dropout(x: &Tensor, p: f64, training: bool, rng: &mut Rng) -> Result<Tens
     if !training || p == 0.0 || x.numel() == 0 {
         return Ok(x.clone());
     }
+    // The mask is drawn in NCHW order (element i of the logical tensor), so a channels-last
+    // input is converted once here and the output converted back (crate::format).
+    if crate::format::is_channels_last_input(x) {
+        return crate::format::nchw_boundary(x, |x| dropout(x, p, training, rng));
+    }
     let src = MaskSource { seed: rng.seed(), offset: rng.offset(), p };
     rng.set_offset(rng.offset() + x.numel() as u64);
     apply(x, src)

@@ -55,6 +55,7 @@ pub(crate) fn forward<T: FloatElem>(
     eps: f64,
     relu: bool,
 ) -> Forward<T> {
+    super::lanes::level(bitgrad_engine::cpu::isa::Family::GroupNorm);
     let (m, cg, units) = (d.m(), d.cg(), d.n * d.groups);
     let (mut mean, mut rstd) = (vec![T::zero(); units], vec![T::zero(); units]);
     if m == 0 {
@@ -132,6 +133,7 @@ pub(crate) fn backward<T: FloatElem>(
     mean: &[T],
     rstd: &[T],
 ) -> Backward<T> {
+    super::lanes::level(bitgrad_engine::cpu::isa::Family::GroupNorm);
     let (m, cg) = (d.m(), d.cg());
     // Per (n, c) partial sums Σ g' and Σ g'·x̂; reduced over n below, in order.
     let mut sum_g = vec![0f64; d.n * d.c];

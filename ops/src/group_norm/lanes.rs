@@ -290,7 +290,7 @@ mod avx {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn sum(x: &[f32]) -> f32 {
-        assert!(x.len() % 16 == 0);
+        assert!(x.len().is_multiple_of(16));
         let p = x.as_ptr();
         let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         for i in (0..x.len()).step_by(16) {
@@ -304,7 +304,7 @@ mod avx {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dev_sq(x: &[f32], m: f32) -> (f32, f32) {
-        assert!(x.len() % 16 == 0);
+        assert!(x.len().is_multiple_of(16));
         let (p, mv) = (x.as_ptr(), _mm256_set1_ps(m));
         let (mut d0, mut d1, mut q0, mut q1) =
             (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
@@ -326,7 +326,7 @@ mod avx {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(g: &[f32], x: &[f32]) -> (f32, f32) {
-        assert!(g.len() % 16 == 0 && x.len() >= g.len());
+        assert!(g.len().is_multiple_of(16) && x.len() >= g.len());
         let (pg, px) = (g.as_ptr(), x.as_ptr());
         let (mut a0, mut a1, mut b0, mut b1) =
             (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
@@ -356,21 +356,25 @@ mod avx {
     }
 }
 
-/// True when the AVX2+FMA build of a kernel may run (checked once, then cached by std).
+/// True when the AVX2+FMA build of a kernel may run: the CPU has it and the active level
+/// (`BITGRAD_CPU_ISA`, see `bitgrad_engine::cpu::isa`) is not forced below it.
 #[inline]
 pub(crate) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    cfg!(target_arch = "x86_64") && bitgrad_engine::cpu::isa::active() >= bitgrad_engine::cpu::isa::Isa::Avx2
+}
+
+/// The level the multiversioned kernels run with now (AVX2 is their top), and notes it for
+/// `family`'s report.
+pub(crate) fn level(family: bitgrad_engine::cpu::isa::Family) -> bitgrad_engine::cpu::isa::Isa {
+    use bitgrad_engine::cpu::isa::{record, Isa};
+    let isa = if has_avx2() { Isa::Avx2 } else { Isa::Scalar };
+    record(family, isa);
+    isa
 }
 
 /// Defines `fn name<T: FloatElem>(args) -> R` whose body is compiled for the baseline target and,
-/// on x86-64, for AVX2+FMA; the AVX2 build runs when the CPU supports it. Kernels call it once
+/// on x86-64, for AVX2+FMA; the AVX2 build runs when the CPU supports it and the active ISA
+/// level is not forced lower. Kernels call it once
 /// per row or group, so the check costs nothing next to the work.
 #[macro_export]
 #[doc(hidden)]

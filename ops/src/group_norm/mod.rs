@@ -30,7 +30,9 @@
 //! **Dtypes.** f32 and f64 run natively. On the CPU, f16/bf16 inputs are converted to f32 at this
 //! boundary (γ and β too), normalized in f32 and converted back, so the autograd graph gets the
 //! casts. On GPU devices they run natively with the same f32 arithmetic (f32 statistics saved),
-//! each output rounded once to the half dtype. γ and β must have the dtype of `x`.
+//! each output rounded once to the half dtype. γ and β must have the dtype of `x` — except for
+//! bf16 activations with f32 γ/β, the mixed-precision path of `mixed.rs` (NHWC tensor-core-era
+//! kernels on a GPU, f32 arithmetic elsewhere; bf16 y and dx, f32 dγ and dβ).
 //!
 //! **Devices.** On Cuda and Emu the forward and backward run as `kernels/cuda/group_norm.cu`
 //! (`gpu.rs`: one block per (n, g) group, the same formulas and roundings); μ and r stay on the device.
@@ -40,8 +42,17 @@ pub(crate) mod gpu;
 #[cfg(test)]
 pub(crate) mod gpu_tests;
 pub(crate) mod lanes;
+mod mixed;
+#[cfg(test)]
+mod mixed_gpu_tests;
+mod nhwc;
+mod nhwc_cpu;
+#[cfg(test)]
+mod nhwc_gpu_tests;
 #[cfg(test)]
 mod tests;
+
+pub use nhwc::{group_norm_nhwc_bf16, group_norm_nhwc_bf16_backward, GnNhwcBackward, GnNhwcForward};
 
 use bitgrad_engine::{BackwardOp, DType, Device, Error, FloatElem, Result, Tensor};
 
@@ -72,7 +83,15 @@ pub fn group_norm(
     eps: f64,
     act: Activation,
 ) -> Result<Tensor> {
-    let dims = check(x, groups, gamma, beta, eps)?;
+    // bf16 activations with f32 γ/β: the mixed-precision path (NHWC kernels on a GPU).
+    if x.dtype() == DType::BF16 && [gamma, beta].into_iter().flatten().any(|p| p.dtype() == DType::F32) {
+        return mixed::group_norm_mixed(x, groups, gamma, beta, eps, act);
+    }
+    // A channels-last input runs through the NCHW kernels, converted once here (crate::format).
+    if crate::format::is_channels_last_input(x) {
+        return crate::format::nchw_boundary(x, |x| group_norm(x, groups, gamma, beta, eps, act));
+    }
+    let dims = check(x, groups, gamma, beta, eps, x.dtype())?;
     if x.device().is_gpu() {
         // Every float dtype runs natively (the half ones with f32 arithmetic, as below).
         let x = x.contiguous()?;
@@ -92,8 +111,16 @@ pub fn group_norm(
     }
 }
 
-/// Validates the arguments and returns the `[N, C, S]` view of the sizes.
-fn check(x: &Tensor, groups: usize, gamma: Option<&Tensor>, beta: Option<&Tensor>, eps: f64) -> Result<cpu::Dims> {
+/// Validates the arguments and returns the `[N, C, S]` view of the sizes; γ and β must be
+/// `param_dtype` (x's own, or f32 for the mixed-precision path).
+fn check(
+    x: &Tensor,
+    groups: usize,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    eps: f64,
+    param_dtype: DType,
+) -> Result<cpu::Dims> {
     if !x.dtype().is_float() {
         return Err(Error::UnsupportedDType { op: "group_norm", dtype: x.dtype() });
     }
@@ -118,8 +145,8 @@ fn check(x: &Tensor, groups: usize, gamma: Option<&Tensor>, beta: Option<&Tensor
                 format!("{name} must have shape [{c}] for an input of shape {}, got {}", x.shape(), p.shape()),
             ));
         }
-        if p.dtype() != x.dtype() {
-            return Err(Error::DTypeMismatch { op: "group_norm", lhs: x.dtype(), rhs: p.dtype() });
+        if p.dtype() != param_dtype {
+            return Err(Error::DTypeMismatch { op: "group_norm", lhs: param_dtype, rhs: p.dtype() });
         }
         if p.device() != x.device() {
             return Err(Error::DeviceMismatch { op: "group_norm", lhs: x.device(), rhs: p.device() });

@@ -57,6 +57,10 @@ impl PadGeom {
 /// # Ok(()) }
 /// ```
 pub fn pad2d(x: &Tensor, pads: Pads, value: f64) -> Result<Tensor> {
+    // A channels-last input runs through the NCHW kernels, converted once here (crate::format).
+    if crate::format::is_channels_last_input(x) {
+        return crate::format::nchw_boundary(x, |x| pad2d(x, pads, value));
+    }
     if x.rank() < 2 {
         return Err(Error::invalid("pad2d", format!("needs at least 2 axes [.., H, W], got shape {}", x.shape())));
     }

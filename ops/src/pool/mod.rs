@@ -32,6 +32,7 @@ mod gpu_tests;
 #[cfg(test)]
 mod tests;
 
+use crate::format;
 use gpu::Argmax;
 
 use bitgrad_engine::{BackwardOp, CpuElement, CpuStorage, DType, Error, FloatElem, Result, Storage, Tensor};
@@ -145,6 +146,10 @@ fn wrap<T: FloatElem>(v: Vec<T>, dims: impl Into<bitgrad_engine::Shape>) -> Tens
 /// # Ok(()) }
 /// ```
 pub fn max_pool2d(x: &Tensor, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Result<Tensor> {
+    // A channels-last input runs through the NCHW kernels, converted once here (crate::format).
+    if format::is_channels_last_input(x) {
+        return format::nchw_boundary(x, |x| max_pool2d(x, kernel, stride, padding));
+    }
     const OP: &str = "max_pool2d";
     let geom = PoolGeom::new(OP, x, kernel, stride, padding)?;
     if let Route::ViaF32 = route(x, OP)? {
@@ -173,6 +178,10 @@ pub fn avg_pool2d(
     padding: [usize; 2],
     count_include_pad: bool,
 ) -> Result<Tensor> {
+    // A channels-last input runs through the NCHW kernels, converted once here (crate::format).
+    if format::is_channels_last_input(x) {
+        return format::nchw_boundary(x, |x| avg_pool2d(x, kernel, stride, padding, count_include_pad));
+    }
     const OP: &str = "avg_pool2d";
     let geom = PoolGeom::new(OP, x, kernel, stride, padding)?;
     if let Route::ViaF32 = route(x, OP)? {
@@ -190,6 +199,10 @@ pub fn avg_pool2d(
 
 /// The mean over the last two axes: `[N, C, H, W] → [N, C]` (any rank ≥ 2; `H·W` must be > 0).
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    // A channels-last input runs through the NCHW kernels, converted once here (crate::format).
+    if format::is_channels_last_input(x) {
+        return format::nchw_boundary(x, global_avg_pool);
+    }
     const OP: &str = "global_avg_pool";
     let r = x.rank();
     if r < 2 || x.dims()[r - 2] * x.dims()[r - 1] == 0 {

@@ -37,7 +37,7 @@ impl<T: FloatElem> Hyper<T> {
 /// is exact whether the instruction or libm's `fma` computes it).
 fn step_chunk<T: FloatElem>(w: &mut [T], g: &[T], buf: Option<(&mut [T], bool)>, h: &Hyper<T>) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if crate::group_norm::lanes::has_avx2() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { step_chunk_avx2_fma(w, g, buf, h) };
     }
@@ -77,6 +77,7 @@ fn step_chunk_portable<T: FloatElem>(w: &mut [T], g: &[T], buf: Option<(&mut [T]
 
 /// `w ← w − lr·update(g, buf)` in place (see the module docs of `sgd`).
 pub fn step<T: FloatElem>(w: &mut [T], g: &[T], buf: Option<(&mut [T], bool)>, h: &Hyper<T>) {
+    crate::group_norm::lanes::level(bitgrad_engine::cpu::isa::Family::Sgd);
     if w.len() < PAR_THRESHOLD {
         return step_chunk(w, g, buf, h);
     }

@@ -38,12 +38,17 @@
 //!
 //! Dtypes: f32 and f64 parameters; the gradient must have the parameter's dtype, shape and device.
 
+mod bf16;
+#[cfg(test)]
+mod bf16_gpu_tests;
 pub(crate) mod cpu;
 mod gpu;
 #[cfg(test)]
 mod gpu_tests;
 #[cfg(test)]
 mod tests;
+
+pub use bf16::{sgd_step_f32_bf16, SgdBf16Param};
 
 use std::collections::HashMap;
 

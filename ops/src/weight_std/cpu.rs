@@ -19,6 +19,7 @@ fn min_rows_per_task(n: usize) -> usize {
 
 /// ŵ per row, and each row's 1/sqrt(var + eps) for the backward.
 pub(crate) fn forward<T: FloatElem>(w: &[T], rows: usize, eps: f64) -> (Vec<T>, Vec<T>) {
+    crate::group_norm::lanes::level(bitgrad_engine::cpu::isa::Family::WeightStd);
     let n = w.len().checked_div(rows).unwrap_or(0);
     let mut rstd = vec![T::zero(); rows];
     let out = filled_vec(w.len(), |out| {
@@ -56,6 +57,7 @@ crate::multiversion! {
 
 /// dw per row from the upstream gradient `g` and the forward output `what` (= ŵ).
 pub(crate) fn backward<T: FloatElem>(g: &[T], what: &[T], rstd: &[T]) -> Vec<T> {
+    crate::group_norm::lanes::level(bitgrad_engine::cpu::isa::Family::WeightStd);
     let rows = rstd.len();
     let n = g.len().checked_div(rows).unwrap_or(0);
     filled_vec(g.len(), |dw| {

@@ -34,12 +34,17 @@
 //! **Devices.** On Cuda and Emu the forward and backward run as `kernels/cuda/weight_std.cu`
 //! (`gpu.rs`: one block per output channel, the same formulas and roundings); r stays on the device.
 
-mod cpu;
+mod bf16;
+#[cfg(test)]
+mod bf16_gpu_tests;
+pub(crate) mod cpu;
 mod gpu;
 #[cfg(test)]
 mod gpu_tests;
 #[cfg(test)]
 mod tests;
+
+pub use bf16::{weight_std_bf16, weight_std_bf16_backward, WsBf16};
 
 use bitgrad_engine::{BackwardOp, DType, Device, Error, FloatElem, Result, Tensor};
 

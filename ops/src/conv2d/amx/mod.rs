@@ -1,0 +1,364 @@
+//! bf16 convolutions on the CPU's AMX tiles: channels-last (NHWC) implicit GEMM with f32
+//! accumulation, the CPU twin of the GPU's tensor-core passes (`super::tc`).
+//!
+//! Every pass is one GEMM whose operands are gathered straight from the tensors into the tile
+//! layouts `tdpbf16ps` reads (no im2col matrix is ever made), multiplied 32 × 32 at a time by the
+//! register block of [`crate::bf16_gemm::amx`] (four `C` tiles held across the whole sum):
+//!
+//! * **fprop**: `y[NPQ × K] = X̃[NPQ × RSC] · W[RSC × K]` — `X̃`'s row of an output pixel is, tap
+//!   by tap, the 32-channel runs of the input pixel under that tap (zeros in the padding);
+//! * **dgrad**: `dx[NHW × C] = dỸ[NHW × RSK] · Wᵀ[RSK × C]` — row of an input pixel `(h, w)`:
+//!   for tap `(r, s)`, the output pixel `((h + pad − r·d) / stride, …)` when that division is
+//!   exact and inside the map, else zeros (stride 2 included, no zero-inserted copy);
+//! * **wgrad**: `dW[K × RSC] = dYᵀ[K × NPQ] · X̃[NPQ × RSC]` — `k` runs over the pixels, in chunks
+//!   whose packed operands stay in L2 (see [`wgrad`]); `dW` is f32 and the `C` tiles start from
+//!   the previous chunk's sums.
+//!
+//! The packed layouts: `A` as `[32-row block][k-step][2 tiles][16 rows][32]`, `B` as
+//! `[32-column block][k-step][2 tiles][16 k-pairs][16 columns][2]` (AMX's pair-interleaved
+//! "VNNI" form). Channels (`C`, `K`) must be multiples of 32, so that a k-step never straddles
+//! two taps; one group. Anything else (BiT's 3-channel stem) stays on the f32 kernels.
+//!
+//! [`Tiles`] chooses the instruction or its exact scalar emulation, so the same gathers,
+//! packing and blocking run on every machine: the tests compare the emulation with an f64
+//! reference everywhere and with the hardware bit for bit where AMX exists.
+//!
+//! Work split: 32-row blocks of the output over rayon's threads (fprop, dgrad), 32-column blocks
+//! of `dW` (wgrad); the sum for each output element runs in one fixed order, so results do not
+//! depend on the thread count.
+
+mod gather;
+#[cfg(test)]
+mod tests;
+
+use bitgrad_engine::cpu::isa::{self, Family, Isa};
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::params::Geom;
+use crate::bf16_gemm::amx::{block_emulated, block_hardware, TILE_LEN};
+#[cfg(doc)]
+use crate::bf16_gemm::to_bf16;
+use crate::group_norm::lanes::filled_vec;
+
+/// Rows and columns of the register block, and `k` per step.
+const BLOCK: usize = 32;
+/// Values in one k-step of a packed 32-row (or 32-column) panel: two tiles.
+const STEP_LEN: usize = 2 * TILE_LEN;
+/// The bounds on one weight-gradient chunk's packed `dyᵀ` and on one `B` panel (see
+/// [`wgrad_chunk`]).
+const WGRAD_A_BYTES: usize = 1 << 20;
+const WGRAD_PANEL_BYTES: usize = 256 << 10;
+
+/// Which implementation multiplies the tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tiles {
+    /// `tdpbf16ps` on the tile registers (AMX-BF16, granted by the kernel, active ISA `amx`).
+    Hardware,
+    /// The exact scalar emulation of it (any CPU; slow — the tests run it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Emulated,
+}
+
+impl Tiles {
+    /// The hardware, when this CPU runs it at the active ISA level.
+    pub fn hardware() -> Option<Tiles> {
+        crate::bf16_gemm::amx::hardware_available().then_some(Tiles::Hardware)
+    }
+
+    /// `C = A·B` (`C += A·B` when `accumulate`) on the 32 × 32 block at `c` (rows `ldc` apart).
+    fn block(self, c: &mut [f32], ldc: usize, accumulate: bool, a: &[u16], b: &[u16], ksteps: usize) {
+        match self {
+            Tiles::Hardware => block_hardware(c, ldc, accumulate, a, b, ksteps),
+            Tiles::Emulated => block_emulated(c, ldc, accumulate, a, b, ksteps),
+        }
+    }
+
+    /// `dst = bf16(src)`, rounded to nearest even: with AVX-512 where the hardware runs (every
+    /// AMX CPU has it), the same bits either way.
+    fn round_row(self, src: &[f32], dst: &mut [u16]) {
+        // SAFETY: u16 and MaybeUninit<u16> have the same layout, and round_row only writes
+        // initialized values into the slice.
+        let dst = unsafe { &mut *(dst as *mut [u16] as *mut [MaybeUninit<u16>]) };
+        self.round_row_into(src, dst)
+    }
+
+    /// [`Tiles::round_row`] into memory not yet initialized.
+    fn round_row_into(self, src: &[f32], dst: &mut [MaybeUninit<u16>]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Hardware is only chosen on a CPU with AMX, which has AVX-512 F/BW.
+            Tiles::Hardware => unsafe { round_row_avx512(src, dst) },
+            _ => round_row(src, dst),
+        }
+    }
+
+    /// wgrad's `A` panel (see `gather::wgrad_dy_panel`), with AVX-512 on the hardware route.
+    fn wgrad_dy_panel(self, dy: &[u16], g: &Geom, p0: usize, len: usize, mb: usize, panel: &mut [u16]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Hardware is only chosen on a CPU with AMX, which has AVX-512 F/BW/VL.
+            Tiles::Hardware => unsafe { gather::avx512::wgrad_dy_panel(dy, g, p0, len, mb, panel) },
+            _ => gather::wgrad_dy_panel(dy, g, p0, len, mb, panel),
+        }
+    }
+
+    /// wgrad's `B` panel (see `gather::wgrad_x_panel`), with AVX-512 on the hardware route.
+    fn wgrad_x_panel(self, x: &[u16], g: &Geom, p0: usize, len: usize, nb: usize, panel: &mut [u16]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Tiles::Hardware => unsafe { gather::avx512::wgrad_x_panel(x, g, p0, len, nb, panel) },
+            _ => gather::wgrad_x_panel(x, g, p0, len, nb, panel),
+        }
+    }
+
+    fn record(self) {
+        if self == Tiles::Hardware {
+            isa::record(Family::ConvBf16, Isa::Amx);
+        }
+    }
+}
+
+/// `dst = bf16(src)` with the engine's branch-free rounding ([`to_bf16`]'s rule), so that the
+/// compiler vectorizes it.
+#[inline(always)]
+fn round_row(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        d.write(bitgrad_engine::bf16_bits(*s));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn round_row_avx512(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
+    round_row(src, dst)
+}
+
+/// Whether these kernels take the convolution: one group, channel counts multiples of 32.
+pub(crate) fn takes(g: &Geom) -> bool {
+    g.groups == 1 && g.c.is_multiple_of(BLOCK) && g.o.is_multiple_of(BLOCK) && g.batch > 0 && g.p() > 0
+}
+
+/// ŵ (f32, OIHW — the master weight's layout) rounded to bf16 ([`to_bf16`]'s rule) and
+/// reordered to KRSC, what the packings read: per output channel, `[C][taps]` becomes
+/// `[taps][C]` (nothing to reorder for 1×1 filters).
+pub(crate) fn round_weight(tiles: Tiles, w: &[f32], g: &Geom) -> Vec<u16> {
+    let (taps, c) = (g.kh * g.kw, g.c);
+    let row = taps * c;
+    assert_eq!(w.len(), g.o * row, "amx: weight size");
+    // Every element is written once (each output channel's row, whole).
+    filled_vec(w.len(), |out| {
+        out.par_chunks_mut(row).zip(w.par_chunks(row)).for_each_init(
+            || vec![0u16; row],
+            |tmp, (d, s)| {
+                if taps == 1 {
+                    tiles.round_row_into(s, d);
+                    return;
+                }
+                tiles.round_row(s, tmp);
+                for (ci, run) in tmp.chunks_exact(taps).enumerate() {
+                    for (t, v) in run.iter().enumerate() {
+                        d[t * c + ci].write(*v);
+                    }
+                }
+            },
+        )
+    })
+}
+
+/// The fprop `B` from the bf16 standardized weight ŵ in KRSC order (`[K][R·S·C]`, see
+/// [`round_weight`]): `B[tap·C + c][k] = ŵ[k][tap][c]`, in 32-column panels (see the module
+/// docs). A k-step's pair `(2p, 2p + 1)` of one column is two adjacent values of ŵ, so the
+/// packing moves pairs: each tile is a 16 × 16 transpose of 32-bit pairs.
+pub(crate) fn pack_weight_fprop(w: &[u16], g: &Geom) -> Vec<u16> {
+    let kdim = g.kh * g.kw * g.c;
+    let ksteps = kdim / BLOCK;
+    assert_eq!(w.len(), g.o * kdim, "amx: weight size");
+    // Every element is written once: each tile's 16 columns × 16 pairs.
+    filled_vec(kdim * g.o, |out| {
+        out.par_chunks_mut(ksteps * STEP_LEN).enumerate().for_each(|(nb, panel)| {
+            for (ks, step) in panel.chunks_mut(STEP_LEN).enumerate() {
+                for (tj, tile) in step.chunks_mut(TILE_LEN).enumerate() {
+                    for j in 0..16 {
+                        let src = &w[(nb * BLOCK + tj * 16 + j) * kdim + ks * BLOCK..][..BLOCK];
+                        for (pair, v) in src.chunks_exact(2).enumerate() {
+                            tile[(pair * 16 + j) * 2].write(v[0]);
+                            tile[(pair * 16 + j) * 2 + 1].write(v[1]);
+                        }
+                    }
+                }
+            }
+        })
+    })
+}
+
+/// The dgrad `B` from the bf16 ŵ in KRSC order: `Wᵀ[tap·K + k][c] = ŵ[k][tap][c]`; a tile row
+/// (one k-pair, 16 columns) is two runs of 16 channels of ŵ, interleaved.
+pub(crate) fn pack_weight_dgrad(w: &[u16], g: &Geom) -> Vec<u16> {
+    let (taps, c, k_all) = (g.kh * g.kw, g.c, g.o);
+    let kdim = taps * k_all;
+    let ksteps = kdim / BLOCK;
+    assert_eq!(w.len(), k_all * taps * c, "amx: weight size");
+    // Every element is written once: each tile's 16 pair rows of 32.
+    filled_vec(kdim * c, |out| {
+        out.par_chunks_mut(ksteps * STEP_LEN).enumerate().for_each(|(nb, panel)| {
+            for (ks, step) in panel.chunks_mut(STEP_LEN).enumerate() {
+                let (tap, k0) = (ks * BLOCK / k_all, ks * BLOCK % k_all);
+                for (tj, tile) in step.chunks_mut(TILE_LEN).enumerate() {
+                    let col = tap * c + nb * BLOCK + tj * 16;
+                    for pair in 0..16 {
+                        let a = &w[(k0 + 2 * pair) * taps * c + col..][..16];
+                        let b = &w[(k0 + 2 * pair + 1) * taps * c + col..][..16];
+                        for (j, d) in tile[pair * BLOCK..][..BLOCK].chunks_exact_mut(2).enumerate() {
+                            d[0].write(a[j]);
+                            d[1].write(b[j]);
+                        }
+                    }
+                }
+            }
+        })
+    })
+}
+
+/// `out[rows × ncols]` (bf16) `= A · B` where row `m` of `A` is gathered by `fill(m, panel,
+/// local)` into a 32-row panel and `B` is packed (`pack_b`), `ksteps` steps deep.
+fn gemm_gathered(
+    tiles: Tiles,
+    rows: usize,
+    ncols: usize,
+    ksteps: usize,
+    b: &[u16],
+    fill: impl Fn(usize, &mut [u16], usize) + Sync,
+) -> Vec<u16> {
+    tiles.record();
+    // Every element is written once below (each 32-row block, every 32-column block of it).
+    filled_vec(rows * ncols, |out| {
+        out.par_chunks_mut(BLOCK * ncols).enumerate().for_each_init(
+            || vec![0u16; ksteps * STEP_LEN],
+            |panel, (mb, dst)| {
+                let here = dst.len() / ncols;
+                for local in 0..BLOCK {
+                    if local < here {
+                        fill(mb * BLOCK + local, panel, local);
+                    } else {
+                        gather::zero_row(panel, local, ksteps);
+                    }
+                }
+                let mut c = [0f32; BLOCK * BLOCK];
+                for nb in 0..ncols / BLOCK {
+                    tiles.block(&mut c, BLOCK, false, panel, &b[nb * ksteps * STEP_LEN..][..ksteps * STEP_LEN], ksteps);
+                    for (i, row) in dst.chunks_mut(ncols).enumerate() {
+                        tiles.round_row_into(&c[i * BLOCK..][..BLOCK], &mut row[nb * BLOCK..][..BLOCK]);
+                    }
+                }
+            },
+        )
+    })
+}
+
+/// `y` `[N, P, Q, K]` (bf16) from `x` `[N, H, W, C]` (bf16) and the packed weight
+/// ([`pack_weight_fprop`]).
+pub(crate) fn fprop(tiles: Tiles, x: &[u16], w_packed: &[u16], g: &Geom) -> Vec<u16> {
+    assert!(takes(g) && x.len() == g.batch * g.hw() * g.c, "amx fprop: shapes");
+    let ksteps = g.kh * g.kw * g.c / BLOCK;
+    gemm_gathered(tiles, g.batch * g.p(), g.o, ksteps, w_packed, |m, panel, local| {
+        gather::fprop_row(x, g, m, panel, local)
+    })
+}
+
+/// `dx` `[N, H, W, C]` (bf16) from `dy` `[N, P, Q, K]` (bf16) and the packed weight
+/// ([`pack_weight_dgrad`]).
+pub(crate) fn dgrad(tiles: Tiles, dy: &[u16], w_packed: &[u16], g: &Geom) -> Vec<u16> {
+    assert!(takes(g) && dy.len() == g.batch * g.p() * g.o, "amx dgrad: shapes");
+    let ksteps = g.kh * g.kw * g.o / BLOCK;
+    gemm_gathered(tiles, g.batch * g.hw(), g.c, ksteps, w_packed, |m, panel, local| {
+        gather::dgrad_row(dy, g, m, panel, local)
+    })
+}
+
+/// Pixels per weight-gradient chunk: a multiple of 32 whose packed `dyᵀ` (all output channels)
+/// stays under `WGRAD_A_BYTES` and whose `B` panel (one 32-column block) under
+/// `WGRAD_PANEL_BYTES`, so that both stay in a core's L2 while the panel is used.
+fn wgrad_chunk(g: &Geom) -> usize {
+    let by_a = WGRAD_A_BYTES / (g.o * 2);
+    let by_b = WGRAD_PANEL_BYTES / (BLOCK * 2);
+    let steps = (by_a.min(by_b) / BLOCK).max(1);
+    let all = (g.batch * g.p()).div_ceil(BLOCK);
+    steps.min(all) * BLOCK
+}
+
+/// `dW` (f32, see [`WeightGrad`]) from `dy` `[N, P, Q, K]` and `x` `[N, H, W, C]` (bf16).
+///
+/// Per chunk of pixels: `dyᵀ` is packed for every output channel once (shared), then each
+/// 32-column block of `dW` (one tap, 32 input channels) packs its `B` panel and runs it against
+/// every 32-row block of `dyᵀ` while the panel is hot; the sums go to a column-blocked `dW`
+/// (`[column block][K][32]`), accumulated chunk after chunk in order.
+pub(crate) fn wgrad(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom) -> WeightGrad {
+    assert!(takes(g) && dy.len() == g.batch * g.p() * g.o && x.len() == g.batch * g.hw() * g.c, "amx wgrad: shapes");
+    tiles.record();
+    let ncols = g.kh * g.kw * g.c;
+    let npix = g.batch * g.p();
+    let chunk = wgrad_chunk(g);
+    let mut blocked = vec![0f32; g.o * ncols];
+    let mut a = vec![0u16; g.o * chunk];
+    for p0 in (0..npix).step_by(chunk) {
+        let len = chunk.min(npix - p0);
+        let ksteps = len.div_ceil(BLOCK);
+        let panel = ksteps * STEP_LEN;
+        let a = &mut a[..g.o * ksteps * BLOCK];
+        a.par_chunks_mut(panel).enumerate().for_each(|(mb, p)| tiles.wgrad_dy_panel(dy, g, p0, len, mb, p));
+        let a = &*a;
+        blocked.par_chunks_mut(g.o * BLOCK).enumerate().for_each_init(
+            || vec![0u16; chunk * BLOCK],
+            |b, (nb, columns)| {
+                let b = &mut b[..panel];
+                tiles.wgrad_x_panel(x, g, p0, len, nb, b);
+                for (mb, c) in columns.chunks_mut(BLOCK * BLOCK).enumerate() {
+                    tiles.block(c, BLOCK, p0 > 0, &a[mb * panel..][..panel], b, ksteps);
+                }
+            },
+        );
+    }
+    WeightGrad { blocked, g: *g }
+}
+
+/// wgrad's result: `dW` in 32-column blocks, `[column block][K][32]` (column = tap·C + c).
+pub(crate) struct WeightGrad {
+    blocked: Vec<f32>,
+    g: Geom,
+}
+
+impl WeightGrad {
+    /// `dW` `[K][R·S·C]` (KRSC).
+    #[cfg(test)]
+    pub(crate) fn krsc(&self) -> Vec<f32> {
+        let (k_all, ncols) = (self.g.o, self.g.kh * self.g.kw * self.g.c);
+        let mut dw = vec![0f32; k_all * ncols];
+        for (k, row) in dw.chunks_mut(ncols).enumerate() {
+            for (nb, run) in row.chunks_mut(BLOCK).enumerate() {
+                run.copy_from_slice(&self.blocked[(nb * k_all + k) * BLOCK..][..BLOCK]);
+            }
+        }
+        dw
+    }
+
+    /// `dW` `[K][C][R·S]` (OIHW, the master weight's order), in one pass.
+    pub(crate) fn oihw(&self) -> Vec<f32> {
+        let g = &self.g;
+        let (k_all, taps, runs) = (g.o, g.kh * g.kw, g.c / BLOCK);
+        // Every element is written once: each row's taps·C values, from its blocks.
+        filled_vec(k_all * taps * g.c, |dw| {
+            dw.par_chunks_mut(taps * g.c).enumerate().for_each(|(k, row)| {
+                for nb in 0..taps * runs {
+                    let (tap, run) = (nb / runs, nb % runs);
+                    let src = &self.blocked[(nb * k_all + k) * BLOCK..][..BLOCK];
+                    for (j, v) in src.iter().enumerate() {
+                        row[(run * BLOCK + j) * taps + tap].write(*v);
+                    }
+                }
+            })
+        })
+    }
+}

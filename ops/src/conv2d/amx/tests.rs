@@ -1,0 +1,209 @@
+//! The AMX passes against an f64 reference of the same bf16 operands (every shape kind: batch
+//! pixels not a multiple of 32, stride 2, asymmetric padding, dilation, 1×1), the emulation
+//! against the instruction bit for bit where AMX exists, and independence from the thread count.
+
+use super::*;
+use crate::bf16_gemm::{from_bf16, to_bf16};
+use crate::conv2d::Conv2dParams;
+
+fn rand_bf16(n: usize, seed: u64) -> Vec<u16> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            to_bf16(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+/// `(x dims NCHW, w dims OIHW, params)` of the cases.
+fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
+    vec![
+        ([2, 32, 5, 5], [64, 32, 3, 3], Conv2dParams::new(1, 1)),
+        ([1, 64, 7, 6], [32, 64, 3, 3], Conv2dParams::new(2, 1)),
+        ([3, 32, 4, 4], [32, 32, 1, 1], Conv2dParams::new(2, 0)),
+        ([1, 32, 6, 6], [32, 32, 3, 3], Conv2dParams::new(1, 2).with_dilation(2)),
+        ([2, 32, 6, 5], [32, 32, 3, 3], Conv2dParams::default().with_stride(2).with_padding_sides(0, 1, 0, 1)),
+        ([1, 64, 3, 3], [64, 64, 1, 1], Conv2dParams::default()),
+    ]
+}
+
+struct Case {
+    g: Geom,
+    x: Vec<u16>,
+    /// KRSC.
+    w: Vec<f32>,
+    dy: Vec<u16>,
+}
+
+fn case(i: usize) -> Case {
+    let (xd, wd, p) = cases()[i];
+    let g = Geom::new(&xd, &wd, &p).unwrap();
+    let x = rand_bf16(g.batch * g.hw() * g.c, 10 + i as u64);
+    // The weight as the forward sees it: f32 values already on the bf16 grid, so the reference
+    // and the packed weight agree exactly.
+    let w = rand_bf16(g.o * g.c * g.kh * g.kw, 20 + i as u64).into_iter().map(from_bf16).collect();
+    let dy = rand_bf16(g.batch * g.p() * g.o, 30 + i as u64);
+    Case { g, x, w, dy }
+}
+
+/// Every (output pixel index in NPQ, input pixel index in NHW, tap) the convolution connects.
+fn connections(g: &Geom) -> Vec<(usize, usize, usize)> {
+    let mut v = Vec::new();
+    for n in 0..g.batch {
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                for r in 0..g.kh {
+                    for s in 0..g.kw {
+                        let ih = (oh * g.stride[0] + r * g.dilation[0]).checked_sub(g.pad[0]).filter(|&v| v < g.h);
+                        let iw = (ow * g.stride[1] + s * g.dilation[1]).checked_sub(g.pad[2]).filter(|&v| v < g.w);
+                        if let (Some(ih), Some(iw)) = (ih, iw) {
+                            v.push(((n * g.oh + oh) * g.ow + ow, (n * g.h + ih) * g.w + iw, r * g.kw + s));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// `got` within the f32 accumulation bound of `terms` additions of the f64 reference, plus one
+/// bf16 rounding of the result when `rounded`.
+fn check(what: &str, got: &[f32], want: &[f64], scale: &[f64], terms: usize, rounded: bool) {
+    for i in 0..got.len() {
+        let acc = (terms as f64 + 2.0) * f32::EPSILON as f64 * scale[i];
+        let round = if rounded { want[i].abs() / 256.0 } else { 0.0 };
+        let err = (got[i] as f64 - want[i]).abs();
+        assert!(err <= acc + round + 1e-30, "{what}[{i}]: {} vs {} (bound {})", got[i], want[i], acc + round);
+    }
+}
+
+/// A KRSC weight in OIHW order (what `round_weight` takes).
+fn oihw(w: &[f32], g: &Geom) -> Vec<f32> {
+    let (taps, c) = (g.kh * g.kw, g.c);
+    let mut out = vec![0f32; w.len()];
+    for (k, row) in w.chunks(taps * c).enumerate() {
+        for (t, run) in row.chunks(c).enumerate() {
+            for (ci, v) in run.iter().enumerate() {
+                out[(k * c + ci) * taps + t] = *v;
+            }
+        }
+    }
+    out
+}
+
+fn bf(v: &[u16]) -> Vec<f32> {
+    v.iter().map(|&b| from_bf16(b)).collect()
+}
+
+fn run_all(tiles: Tiles, c: &Case) -> (Vec<u16>, Vec<u16>, Vec<f32>) {
+    let w = round_weight(tiles, &oihw(&c.w, &c.g), &c.g);
+    let y = fprop(tiles, &c.x, &pack_weight_fprop(&w, &c.g), &c.g);
+    let dx = dgrad(tiles, &c.dy, &pack_weight_dgrad(&w, &c.g), &c.g);
+    let dw = wgrad(tiles, &c.dy, &c.x, &c.g);
+    assert_eq!(oihw(&dw.krsc(), &c.g), dw.oihw(), "the two orders of dW agree");
+    (y, dx, dw.krsc())
+}
+
+#[test]
+fn emulated_passes_match_the_f64_reference() {
+    for i in 0..cases().len() {
+        let c = case(i);
+        let g = &c.g;
+        let (taps, ci, k) = (g.kh * g.kw, g.c, g.o);
+        let (x, dy) = (bf(&c.x), bf(&c.dy));
+        let wv = |o: usize, ch: usize, t: usize| c.w[(o * taps + t) * ci + ch] as f64;
+        let (mut y, mut ys) = (vec![0.0; g.batch * g.p() * k], vec![0.0; g.batch * g.p() * k]);
+        let (mut dx, mut dxs) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        let (mut dw, mut dws) = (vec![0.0; k * taps * ci], vec![0.0; k * taps * ci]);
+        for (op, ip, t) in connections(g) {
+            for o in 0..k {
+                for ch in 0..ci {
+                    let yv = x[ip * ci + ch] as f64 * wv(o, ch, t);
+                    y[op * k + o] += yv;
+                    ys[op * k + o] += yv.abs();
+                    let dxv = dy[op * k + o] as f64 * wv(o, ch, t);
+                    dx[ip * ci + ch] += dxv;
+                    dxs[ip * ci + ch] += dxv.abs();
+                    let dwv = dy[op * k + o] as f64 * x[ip * ci + ch] as f64;
+                    dw[(o * taps + t) * ci + ch] += dwv;
+                    dws[(o * taps + t) * ci + ch] += dwv.abs();
+                }
+            }
+        }
+        let (gy, gdx, gdw) = run_all(Tiles::Emulated, &c);
+        check(&format!("case {i} y"), &bf(&gy), &y, &ys, taps * ci, true);
+        check(&format!("case {i} dx"), &bf(&gdx), &dx, &dxs, taps * k, true);
+        check(&format!("case {i} dw"), &gdw, &dw, &dws, g.batch * g.p(), false);
+    }
+}
+
+#[test]
+fn hardware_matches_the_emulation_bit_for_bit() {
+    let Some(hw) = Tiles::hardware() else {
+        eprintln!("skipped: this CPU cannot run tdpbf16ps (no AMX-BF16, or BITGRAD_CPU_ISA is lower)");
+        return;
+    };
+    for i in 0..cases().len() {
+        let c = case(i);
+        let (ey, edx, edw) = run_all(Tiles::Emulated, &c);
+        let (hy, hdx, hdw) = run_all(hw, &c);
+        assert_eq!(ey, hy, "case {i}: y");
+        assert_eq!(edx, hdx, "case {i}: dx");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&edw), bits(&hdw), "case {i}: dw");
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let tiles = Tiles::hardware().unwrap_or(Tiles::Emulated);
+    let c = case(0);
+    let many = run_all(tiles, &c);
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| run_all(tiles, &c));
+    assert!(
+        many.0 == one.0 && many.1 == one.1,
+        "y or dx differ between 1 and {} threads",
+        rayon::current_num_threads()
+    );
+    assert!(many.2.iter().zip(&one.2).all(|(a, b)| a.to_bits() == b.to_bits()), "dw differs");
+}
+
+#[test]
+fn weight_gradient_chunks_carry_the_sums() {
+    // A pixel count above one chunk (4096 pixels: the 256 KiB panel bound): 2 × 48 × 50 = 4800.
+    let (xd, wd, p) = ([2, 32, 48, 50], [32, 32, 3, 3], Conv2dParams::new(1, 1));
+    let g = Geom::new(&xd, &wd, &p).unwrap();
+    assert!(wgrad_chunk(&g) < g.batch * g.p(), "the test needs two chunks");
+    let Some(tiles) = Tiles::hardware() else {
+        eprintln!("skipped: the emulation is too slow for {} pixels without AMX", g.batch * g.p());
+        return;
+    };
+    let x = rand_bf16(g.batch * g.hw() * g.c, 5);
+    let dy = rand_bf16(g.batch * g.p() * g.o, 6);
+    let dw = wgrad(tiles, &dy, &x, &g).krsc();
+    // One output element in f64.
+    let (o, t, ch) = (7, 4, 19);
+    let (mut want, mut scale) = (0.0f64, 0.0f64);
+    for (op, ip, tap) in connections(&g) {
+        if tap == t {
+            let v = from_bf16(dy[op * g.o + o]) as f64 * from_bf16(x[ip * g.c + ch]) as f64;
+            want += v;
+            scale += v.abs();
+        }
+    }
+    check("dw", &[dw[(o * 9 + t) * g.c + ch]], &[want], &[scale], g.batch * g.p(), false);
+}
+
+#[test]
+fn takes_dense_convolutions_with_channels_in_32s() {
+    let geom = |c: usize, k: usize, groups: usize| {
+        Geom::new(&[1, c, 8, 8], &[k, c / groups, 3, 3], &Conv2dParams::new(1, 1).with_groups(groups)).unwrap()
+    };
+    assert!(takes(&geom(64, 32, 1)));
+    assert!(!takes(&geom(3 * 32, 48, 1)), "48 output channels");
+    assert!(!takes(&geom(64, 64, 2)), "grouped");
+    let stem = Geom::new(&[1, 3, 8, 8], &[64, 3, 7, 7], &Conv2dParams::new(2, 3)).unwrap();
+    assert!(!takes(&stem), "the 3-channel stem");
+}

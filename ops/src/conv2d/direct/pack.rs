@@ -1,0 +1,116 @@
+//! The direct convolution's two copies: zero-padded images and packed weight panels.
+
+use rayon::prelude::*;
+
+/// Weights packed for the micro-kernel: for each block of `mr` output channels, `[cin][taps][mr]`
+/// (rows past the last output channel are zero).
+pub(crate) struct Panel {
+    data: Vec<f32>,
+    cin: usize,
+    taps: usize,
+    mr: usize,
+}
+
+impl Panel {
+    /// The panel of output-channel block `ob` from input channel `c0` on.
+    pub fn block(&self, ob: usize, c0: usize) -> &[f32] {
+        let per_channel = self.taps * self.mr;
+        &self.data[(ob * self.cin + c0) * per_channel..(ob + 1) * self.cin * per_channel]
+    }
+}
+
+/// Packs `w(o, c, t)` for `cout` output channels, `cin` input channels and `taps` taps.
+pub(crate) fn weights(
+    cout: usize,
+    cin: usize,
+    taps: usize,
+    mr: usize,
+    w: impl Fn(usize, usize, usize) -> f32 + Sync,
+) -> Panel {
+    let blocks = cout.div_ceil(mr);
+    let mut data = vec![0.0f32; blocks * cin * taps * mr];
+    data.par_chunks_mut(cin * taps * mr).enumerate().for_each(|(ob, block)| {
+        for c in 0..cin {
+            for t in 0..taps {
+                let dst = &mut block[(c * taps + t) * mr..][..mr];
+                for (r, d) in dst.iter_mut().enumerate() {
+                    let o = ob * mr + r;
+                    if o < cout {
+                        *d = w(o, c, t);
+                    }
+                }
+            }
+        }
+    });
+    Panel { data, cin, taps, mr }
+}
+
+/// `planes` planes of `h × w`, zero-padded by `pad` (`[top, bottom, left, right]`) and split
+/// into `sh·sw` phase planes each: padded pixel `(i, j)` goes to phase `(i mod sh, j mod sw)` at
+/// `(i / sh, j / sw)`; phase planes are `ceil(hp / sh) × ceil(wp / sw)`. With stride 1 this is
+/// plain zero padding.
+pub(crate) fn phase_planes(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    pad: [usize; 4],
+    stride: [usize; 2],
+) -> Vec<f32> {
+    let [sh, sw] = stride;
+    let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
+    let (hph, wph) = (hp.div_ceil(sh), wp.div_ceil(sw));
+    let per_plane = sh * sw * hph * wph;
+    let mut out = vec![0.0f32; planes * per_plane];
+    if per_plane == 0 || h * w == 0 {
+        return out;
+    }
+    out.par_chunks_mut(per_plane).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
+        for (i, row) in src.chunks_exact(w).enumerate() {
+            let pi = i + pad[0];
+            let base = (pi % sh) * sw * hph * wph + (pi / sh) * wph;
+            if sw == 1 {
+                dst[base + pad[2]..][..w].copy_from_slice(row);
+                continue;
+            }
+            for (j, &v) in row.iter().enumerate() {
+                let pj = j + pad[2];
+                dst[base + (pj % sw) * hph * wph + pj / sw] = v;
+            }
+        }
+    });
+    out
+}
+
+/// `x` (`[batch][c][h][w]`) zero-padded by `pad` and packed channel-blocked:
+/// `[batch][c/lanes][hp][wp][lanes]`, the channels past `c` in the last block zero.
+pub(crate) fn channel_blocked(
+    x: &[f32],
+    batch: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    pad: [usize; 4],
+    lanes: usize,
+) -> Vec<f32> {
+    let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
+    let blocks = c.div_ceil(lanes);
+    let block_len = hp * wp * lanes;
+    let mut out = vec![0.0f32; batch * blocks * block_len];
+    if block_len == 0 {
+        return out;
+    }
+    out.par_chunks_mut(block_len).enumerate().for_each(|(bi, dst)| {
+        let (b, cb) = (bi / blocks, bi % blocks);
+        for l in 0..lanes.min(c - cb * lanes) {
+            let plane = &x[(b * c + cb * lanes + l) * h * w..][..h * w];
+            for (i, row) in plane.chunks_exact(w.max(1)).enumerate().take(h) {
+                let base = ((i + pad[0]) * wp + pad[2]) * lanes + l;
+                for (j, &v) in row.iter().enumerate() {
+                    dst[base + j * lanes] = v;
+                }
+            }
+        }
+    });
+    out
+}

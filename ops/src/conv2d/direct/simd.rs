@@ -1,0 +1,166 @@
+//! The vector operations the direct convolution's micro-kernel is written in, one
+//! implementation per instruction set.
+//!
+//! The kernel body ([`super::kernel`]) is generic over [`Simd`]; each ISA's entry point
+//! instantiates it inside a `#[target_feature]` function, so the same code compiles to AVX-512,
+//! AVX2+FMA or plain scalar Rust. Loads and stores take a length: a full vector uses the plain
+//! instruction, a shorter one a masked one that touches no memory past `len` (the rows of a
+//! feature map are rarely a multiple of the vector width).
+//!
+//! [`Scalar`] is an 8-lane array: the same blocking as AVX2, so the blocking and tail logic
+//! run on every machine, with `a·b + c` rounded twice (no fused multiply-add in plain Rust
+//! without a slow libm call) — results differ from the FMA levels in the last bits only.
+
+/// One vector ISA: its register type and the handful of operations the kernel needs.
+pub(crate) trait Simd: Copy {
+    /// f32 lanes per vector.
+    const LANES: usize;
+    type V: Copy;
+    unsafe fn zero() -> Self::V;
+    unsafe fn splat(x: f32) -> Self::V;
+    /// `LANES` values from `p`, or the first `len < LANES` and zeros.
+    unsafe fn load(p: *const f32, len: usize) -> Self::V;
+    /// `a·b + c`.
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// Writes the first `len` lanes to `p`.
+    unsafe fn store(p: *mut f32, v: Self::V, len: usize);
+}
+
+/// Plain Rust, 8 lanes.
+#[derive(Clone, Copy)]
+pub(crate) struct Scalar;
+
+impl Simd for Scalar {
+    const LANES: usize = 8;
+    type V = [f32; 8];
+    #[inline(always)]
+    unsafe fn zero() -> Self::V {
+        [0.0; 8]
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        [x; 8]
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32, len: usize) -> Self::V {
+        let mut v = [0.0; 8];
+        for (i, e) in v.iter_mut().enumerate().take(len) {
+            *e = *p.add(i);
+        }
+        v
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] * b[i] + c[i])
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V, len: usize) {
+        for (i, e) in v.iter().enumerate().take(len) {
+            *p.add(i) = *e;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Simd;
+
+    /// AVX2 + FMA, 8 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx2;
+
+    /// The `_mm256_maskload_ps` mask for the first `len` lanes.
+    #[inline(always)]
+    unsafe fn mask8(len: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), idx)
+    }
+
+    impl Simd for Avx2 {
+        const LANES: usize = 8;
+        type V = __m256;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            _mm256_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32, len: usize) -> __m256 {
+            if len >= 8 {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, mask8(len))
+            }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256, len: usize) {
+            if len >= 8 {
+                _mm256_storeu_ps(p, v)
+            } else {
+                _mm256_maskstore_ps(p, mask8(len), v)
+            }
+        }
+    }
+
+    /// AVX-512F, 16 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx512;
+
+    impl Simd for Avx512 {
+        const LANES: usize = 16;
+        type V = __m512;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m512 {
+            _mm512_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32, len: usize) -> __m512 {
+            if len >= 16 {
+                _mm512_loadu_ps(p)
+            } else {
+                _mm512_maskz_loadu_ps(((1u32 << len) - 1) as __mmask16, p)
+            }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            _mm512_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512, len: usize) {
+            if len >= 16 {
+                _mm512_storeu_ps(p, v)
+            } else {
+                _mm512_mask_storeu_ps(p, ((1u32 << len) - 1) as __mmask16, v)
+            }
+        }
+    }
+}

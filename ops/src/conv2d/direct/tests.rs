@@ -1,0 +1,124 @@
+//! The direct kernels against the plain f64 loops, at every ISA level this CPU has.
+
+use bitgrad_engine::cpu::isa::Isa;
+
+use super::super::tests::{abs, assert_close, dense, naive_forward, naive_grads, randn, Case};
+use super::super::{Conv2dParams, Padding};
+use super::*;
+
+fn to32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&v| v as f32).collect()
+}
+
+fn to64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&v| v as f64).collect()
+}
+
+/// Direct-eligible shapes that cover the kernel's edges: rows shorter than, equal to and longer
+/// than a vector (masked tails), output channels not a multiple of the register block, more
+/// input channels than one channel block, asymmetric padding, no padding, dilation, 5×3
+/// kernels, batch 1 and 3, bias on and off.
+fn cases() -> Vec<Case> {
+    let mut v = vec![
+        dense([2, 5, 9, 9], 7, 3, Conv2dParams::new(1, 1), true),
+        dense([1, 3, 8, 17], 13, 3, Conv2dParams::new(1, 1), false),
+        dense([3, 80, 6, 16], 14, 3, Conv2dParams::new(1, 1), true),
+        dense([1, 4, 20, 33], 25, 3, Conv2dParams::new(1, 0), false),
+        dense([2, 6, 11, 24], 12, 3, Conv2dParams::new(1, 2).with_dilation(2), true),
+        dense([1, 2, 7, 40], 3, 3, Conv2dParams::new(1, 1).with_padding_sides(0, 2, 1, 0), false),
+    ];
+    // Strided: forward and weight gradient (the input gradient is direct at stride 1 only).
+    v.push(dense([2, 16, 17, 20], 9, 3, Conv2dParams::new(2, 1), false));
+    v.push(dense([1, 8, 12, 9], 5, 3, Conv2dParams::new(1, 1).with_stride_hw(3, 2), true));
+    // The stem's shape class: 7×7, stride 2, padding 3, 3 input channels; and stride 2 with
+    // dilation 2.
+    v.push(dense([1, 3, 21, 40], 10, 7, Conv2dParams::new(2, 3), true));
+    v.push(dense([2, 5, 19, 23], 6, 3, Conv2dParams::new(2, 2).with_dilation(2), false));
+    let mut k53 = dense([2, 3, 9, 18], 5, 3, Conv2dParams::new(1, 0).with_padding_hw(2, 1), true);
+    k53.k = [5, 3];
+    v.push(k53);
+    v
+}
+
+#[test]
+fn every_pass_matches_the_plain_loops_at_every_isa() {
+    let mut weight_checked = 0;
+    for isa in Isa::available() {
+        for (i, case) in cases().iter().enumerate() {
+            let g = case.geom();
+            let (x, w, b) = (randn(&case.x_dims(), 1), randn(&case.w_dims(), 2), randn(&[case.o], 3));
+            let gy = randn(&[g.batch, g.o, g.oh, g.ow], 4);
+            // Inputs rounded to f32 first, so the f64 reference sees the same values.
+            let (x, w, b, gy) = (to64(&to32(&x)), to64(&to32(&w)), to64(&to32(&b)), to64(&to32(&gy)));
+            let bias = case.bias.then_some(&b[..]);
+            let what = format!("{isa} case {i} {case:?}");
+            if g.stride == [1, 1] {
+                let y = forward_f32(&to32(&x), &to32(&w), bias.map(to32).as_deref(), &g, isa);
+                let want = naive_forward(&x, &w, bias, &g);
+                let scale = naive_forward(&abs(&x), &abs(&w), bias.map(abs).as_deref(), &g);
+                assert_close(&to64(&y), &want, &scale, 1e-6, &format!("{what}: forward"));
+                assert!(input_grad_shape_ok(&g), "{what}: meant to be eligible");
+                let dx = input_grad_f32(&to32(&w), &to32(&gy), &g, isa);
+                let (want_dx, _, _) = naive_grads(&x, &w, &gy, &g);
+                let (scale_dx, _, _) = naive_grads(&abs(&x), &abs(&w), &abs(&gy), &g);
+                assert_close(&to64(&dx), &want_dx, &scale_dx, 1e-6, &format!("{what}: input gradient"));
+            }
+            if weight_grad_shape_ok(&g) {
+                let dw = weight_grad_f32(&to32(&x), &to32(&gy), &g, isa);
+                let (_, want_dw, _) = naive_grads(&x, &w, &gy, &g);
+                let (_, scale_dw, _) = naive_grads(&abs(&x), &abs(&w), &abs(&gy), &g);
+                assert_close(&to64(&dw), &want_dw, &scale_dw, 1e-6, &format!("{what}: weight gradient"));
+                weight_checked += 1;
+            }
+        }
+    }
+    assert!(weight_checked >= 10 * Isa::available().len(), "the 3-wide cases reach the weight kernel");
+}
+
+#[test]
+fn the_public_paths_choose_direct_only_where_it_applies() {
+    let isa = Isa::Avx2;
+    let ok = dense([1, 4, 8, 16], 8, 3, Conv2dParams::new(1, 1), false).geom();
+    assert!(eligible(&ok, isa) && input_grad_eligible(&ok, isa));
+    let strided = dense([1, 4, 16, 32], 8, 3, Conv2dParams::new(2, 1), false).geom();
+    assert!(eligible(&strided, isa) && !input_grad_eligible(&strided, isa));
+    let pointwise = dense([1, 4, 8, 16], 8, 1, Conv2dParams::default(), false).geom();
+    assert!(!eligible(&pointwise, isa));
+    let grouped = dense([1, 4, 8, 16], 8, 3, Conv2dParams::new(1, 1).with_groups(2), false).geom();
+    assert!(!eligible(&grouped, isa));
+    // 4-wide rows fill half of an 8-lane vector: im2col + GEMM batches them better.
+    let narrow = dense([1, 4, 4, 4], 8, 3, Conv2dParams::new(1, 1), false).geom();
+    assert!(!eligible(&narrow, isa));
+    // Padding wider than the kernel reach: the gradient would need negative padding.
+    let wide_pad =
+        dense([1, 4, 8, 12], 8, 3, Conv2dParams { padding: Padding::Symmetric([3, 3]), ..Default::default() }, false)
+            .geom();
+    assert!(eligible(&wide_pad, isa) && !input_grad_eligible(&wide_pad, isa));
+    // f64 never goes direct.
+    let (x, w) = (vec![0.0f64; 4 * 8 * 16], vec![0.0f64; 8 * 4 * 9]);
+    assert!(forward(&x, &w, None, &ok).is_none());
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let case = dense([3, 40, 12, 20], 30, 3, Conv2dParams::new(1, 1), true);
+    let g = case.geom();
+    let (x, w, b) = (to32(&randn(&case.x_dims(), 5)), to32(&randn(&case.w_dims(), 6)), to32(&randn(&[case.o], 7)));
+    let gy = to32(&randn(&[g.batch, g.o, g.oh, g.ow], 8));
+    for isa in Isa::available() {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                (
+                    forward_f32(&x, &w, Some(&b), &g, isa),
+                    input_grad_f32(&w, &gy, &g, isa),
+                    weight_grad_f32(&x, &gy, &g, isa),
+                )
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3, 5] {
+            assert!(run(threads) == one, "{isa}: {threads} threads differ from 1");
+        }
+    }
+}

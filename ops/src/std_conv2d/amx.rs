@@ -1,0 +1,114 @@
+//! The AMX route of [`super::std_conv2d`] on the CPU: bf16 channels-last activations, the f32
+//! master weight standardized in f32 and rounded to bf16 as it is packed into AMX's tile layout
+//! (once per forward), the fprop / dgrad / wgrad passes of `crate::conv2d::amx`, and WS's
+//! backward in f32 — one autograd node, the CPU twin of the tensor-core route (`tc.rs`).
+
+use bitgrad_engine::{BackwardOp, DType, Device, MemoryFormat, Result, Tensor};
+use half::bf16;
+
+use crate::conv2d::amx::{self, Tiles};
+use crate::conv2d::params::Geom;
+use crate::conv2d::Conv2dParams;
+use crate::weight_std::cpu as ws;
+
+/// Logical NCHW (or OIHW) → the NHWC view of a channels-last tensor, and back.
+const TO_NHWC: [usize; 4] = [0, 2, 3, 1];
+const TO_NCHW: [usize; 4] = [0, 3, 1, 2];
+
+/// One convolution the AMX kernels take, and which tiles run it.
+pub(super) struct Plan {
+    g: Geom,
+    tiles: Tiles,
+}
+
+/// The plan for bf16 `x` and f32 `w` on the CPU when this CPU has AMX and the kernels take the
+/// shape (one group, channels in multiples of 32); `None` otherwise.
+pub(super) fn plan(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Option<Plan> {
+    plan_with(x, w, p, Tiles::hardware()?)
+}
+
+/// [`plan`] with the tiles chosen by the caller (the tests run the emulation on any CPU).
+pub(super) fn plan_with(x: &Tensor, w: &Tensor, p: &Conv2dParams, tiles: Tiles) -> Option<Plan> {
+    if x.device() != Device::Cpu || x.rank() != 4 || w.rank() != 4 {
+        return None;
+    }
+    let g = Geom::new(x.dims(), w.dims(), p).ok()?;
+    amx::takes(&g).then_some(Plan { g, tiles })
+}
+
+fn bits(v: &[bf16]) -> &[u16] {
+    bytemuck::cast_slice(v)
+}
+
+fn from_bits(v: Vec<u16>) -> Vec<bf16> {
+    v.into_iter().map(bf16::from_bits).collect()
+}
+
+/// `t` as a contiguous NHWC (`[N, H, W, C]`) bf16 tensor: a view when it already is channels-last.
+fn nhwc(t: &Tensor) -> Result<Tensor> {
+    t.to_memory_format(MemoryFormat::ChannelsLast)?.detach().permute(&TO_NHWC)?.contiguous()
+}
+
+impl Plan {
+    pub(super) fn forward(self, x: &Tensor, w: &Tensor, ws_eps: Option<f64>) -> Result<Tensor> {
+        let g = self.g;
+        let xcl = x.to_memory_format(MemoryFormat::ChannelsLast)?;
+        let x_nhwc = nhwc(&xcl)?;
+        // WS in f32 on the master weight (OIHW); the rounding to bf16 reorders it to KRSC.
+        let (w_hat, rstd, w_bf16) = w.detach().contiguous()?.with_cpu_slice::<f32, _>(|v| match ws_eps {
+            Some(eps) => {
+                let (w_hat, rstd) = ws::forward(v, g.o, eps);
+                let w_bf16 = amx::round_weight(self.tiles, &w_hat, &g);
+                (Some(w_hat), Some(rstd), w_bf16)
+            }
+            None => (None, None, amx::round_weight(self.tiles, v, &g)),
+        })?;
+        let packed = amx::pack_weight_fprop(&w_bf16, &g);
+        let y = x_nhwc.with_cpu_slice::<bf16, _>(|xs| amx::fprop(self.tiles, bits(xs), &packed, &g))?;
+        let y = Tensor::from_vec(from_bits(y), [g.batch, g.oh, g.ow, g.o], Device::Cpu)?.permute(&TO_NCHW)?;
+        Ok(y.record(&[&xcl, w], StdConv2dAmxBackward { plan: self, x: x_nhwc, w_hat, w_bf16, rstd }))
+    }
+}
+
+/// Saved: the NHWC input, the standardized weight ŵ in f32 (OIHW; with WS) and in bf16 (KRSC),
+/// and WS's r per output channel.
+struct StdConv2dAmxBackward {
+    plan: Plan,
+    x: Tensor,
+    w_hat: Option<Vec<f32>>,
+    /// ŵ rounded to bf16 (KRSC), what the forward multiplied with.
+    w_bf16: Vec<u16>,
+    rstd: Option<Vec<f32>>,
+}
+
+impl BackwardOp for StdConv2dAmxBackward {
+    fn name(&self) -> &'static str {
+        "std_conv2d (amx, bf16)"
+    }
+
+    fn backward(&self, inputs: &[Tensor], _y: &Tensor, gy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (g, tiles) = (&self.plan.g, self.plan.tiles);
+        let gy = nhwc(&gy.to_dtype(DType::BF16)?)?;
+        let dx = if inputs[0].requires_grad() {
+            let packed = amx::pack_weight_dgrad(&self.w_bf16, g);
+            let dx = gy.with_cpu_slice::<bf16, _>(|d| amx::dgrad(tiles, bits(d), &packed, g))?;
+            Some(Tensor::from_vec(from_bits(dx), [g.batch, g.h, g.w, g.c], Device::Cpu)?.permute(&TO_NCHW)?)
+        } else {
+            None
+        };
+        let dw = if inputs[1].requires_grad() {
+            let dw_hat = gy.with_cpu_slice::<bf16, _>(|d| {
+                self.x.with_cpu_slice::<bf16, _>(|x| amx::wgrad(tiles, bits(d), bits(x), g))
+            })??;
+            let dw_hat = dw_hat.oihw();
+            let dw = match (&self.w_hat, &self.rstd) {
+                (Some(w_hat), Some(rstd)) => ws::backward(&dw_hat, w_hat, rstd),
+                _ => dw_hat,
+            };
+            Some(Tensor::from_vec(dw, inputs[1].dims(), Device::Cpu)?)
+        } else {
+            None
+        };
+        Ok(vec![dx, dw])
+    }
+}

@@ -1,0 +1,72 @@
+//! std_conv2d's AMX node on the CPU: the emulated tiles on every machine, and the instruction
+//! where AMX exists, held to the same bf16 bounds as the tensor-core node (see `gpu_tests.rs`)
+//! against the f64 composition; std_conv2d takes the node whenever the CPU runs AMX.
+
+use bitgrad_engine::cpu::isa::{self, Family, Isa};
+use bitgrad_engine::{autograd, DType, MemoryFormat, Tensor};
+
+use super::amx::plan_with;
+use super::gpu_tests::{reference, within, WS_EPS};
+use super::std_conv2d;
+use crate::conv2d::amx::Tiles;
+use crate::conv2d::Conv2dParams;
+use crate::testing::{l2_rel, randn_as};
+
+/// `(name, x dims, output channels, kernel size, params, WS ε, channels-last input)`.
+type Case = (&'static str, [usize; 4], usize, usize, Conv2dParams, Option<f64>, bool);
+
+fn cases() -> [Case; 4] {
+    [
+        ("3x3/1", [2, 32, 5, 5], 64, 3, Conv2dParams::new(1, 1), Some(WS_EPS), false),
+        ("3x3/2", [1, 32, 7, 7], 32, 3, Conv2dParams::new(2, 1), Some(WS_EPS), true),
+        ("1x1/2 projection", [2, 64, 4, 4], 32, 1, Conv2dParams::new(2, 0), Some(1e-10), true),
+        ("1x1/1 no WS", [1, 32, 3, 3], 32, 1, Conv2dParams::new(1, 0), None, false),
+    ]
+}
+
+fn run(tiles: Tiles, (name, xd, k, ks, p, ws, channels_last): Case) {
+    let x16 = randn_as(&xd, DType::BF16, 1);
+    let w32 = randn_as(&[k, xd[1], ks, ks], DType::F32, 2);
+    let x = if channels_last { x16.to_memory_format(MemoryFormat::ChannelsLast).unwrap() } else { x16.clone() };
+    let x = x.requires_grad_(true);
+    let w = w32.detach().requires_grad_(true);
+    let plan = plan_with(&x, &w, &p, tiles).unwrap_or_else(|| panic!("{name}: the AMX kernels take it"));
+    let y = plan.forward(&x, &w, ws).unwrap();
+    assert_eq!(y.dtype(), DType::BF16, "{name}");
+    assert!(y.is_channels_last(), "{name}: the output is channels-last");
+    let gy = randn_as(y.dims(), DType::BF16, 3);
+    let store = autograd::grad(&y, &gy).unwrap();
+    let (dx, dw) = (store.get(&x).unwrap(), store.get(&w).unwrap());
+    assert_eq!((dx.dims(), dx.dtype()), (x.dims(), DType::BF16), "{name}");
+    assert_eq!((dw.dims(), dw.dtype(), dw.is_contiguous()), (w.dims(), DType::F32, true), "{name}");
+    let [ry, rdx, rdw, ay, adx] = reference(&x16, &w32, &gy, ws, &p);
+    let v = |t: &Tensor| t.contiguous().unwrap().to_vec_f64().unwrap();
+    within(&format!("{name} y"), &v(&y), &ry, &ay);
+    within(&format!("{name} dx"), &v(dx), &rdx, &adx);
+    let e = l2_rel(&v(dw), &rdw);
+    assert!(e <= 1e-4, "{name} dw: relative L2 error {e:e} (bound 1e-4)");
+}
+
+#[test]
+fn the_emulated_amx_node_is_within_bf16_bounds() {
+    for c in cases() {
+        run(Tiles::Emulated, c);
+    }
+}
+
+#[test]
+fn the_amx_node_on_the_instruction_is_within_bf16_bounds() {
+    let Some(hw) = Tiles::hardware() else {
+        eprintln!("skipped: this CPU cannot run tdpbf16ps (no AMX-BF16, or BITGRAD_CPU_ISA is lower)");
+        return;
+    };
+    for c in cases() {
+        run(hw, c);
+    }
+    // std_conv2d itself takes the node here.
+    isa::reset();
+    let x = randn_as(&[1, 32, 4, 4], DType::BF16, 4);
+    let w = randn_as(&[32, 32, 3, 3], DType::F32, 5);
+    std_conv2d(&x, &w, Some(WS_EPS), &Conv2dParams::new(1, 1)).unwrap();
+    assert_eq!(isa::last(Family::ConvBf16), Some(Isa::Amx));
+}
