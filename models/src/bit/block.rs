@@ -15,14 +15,28 @@ pub struct Stem {
     pub conv: StdConv2d,
 }
 
+/// The stem's zero pad (each side) and its VALID max-pool (window, stride) after the conv.
+pub const STEM_POOL_PAD: usize = 1;
+pub const STEM_POOL: (usize, usize) = (3, 2);
+
 impl Stem {
     pub fn new(init: &mut Init, cfg: &ResNetV2Config) -> Result<Self> {
         Ok(Stem { conv: StdConv2d::new(init, "stem.conv", cfg.in_chans, cfg.stem_chs, 7, 2, cfg.ws_eps_opt())? })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = pad2d(&self.conv.forward(x)?, [1, 1, 1, 1], 0.0)?;
-        Ok(max_pool2d(&y, [3, 3], [2, 2], [0, 0])?)
+        let p = STEM_POOL_PAD;
+        let (k, s) = STEM_POOL;
+        let y = pad2d(&self.conv.forward(x)?, [p, p, p, p], 0.0)?;
+        Ok(max_pool2d(&y, [k, k], [s, s], [0, 0])?)
+    }
+
+    /// The spatial size of the stem's output (after the pad and max-pool) for an `h×w` conv
+    /// output, or `None` when the padded map is smaller than the pooling window.
+    pub fn pool_output_hw(h: usize, w: usize) -> Option<(usize, usize)> {
+        let (k, s) = STEM_POOL;
+        let out = |n: usize| (n + 2 * STEM_POOL_PAD).checked_sub(k).map(|d| d / s + 1);
+        Some((out(h)?, out(w)?))
     }
 }
 

@@ -1,14 +1,15 @@
 //! `ResNetV2`: the BiT model (bit-spec §1.8) —
 //! `head(mean_HW(relu(norm(stages(stem(x))))))` — with timm's parameter names and order.
 
-use bitgrad_engine::{DType, Device, Tensor};
+use bitgrad_engine::{DType, Device, MemoryFormat, Tensor};
 use bitgrad_ops::pool::global_avg_pool;
 
 use super::block::{PreActBottleneck, Stem};
 use super::config::ResNetV2Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::StateDict;
 use crate::nn::{join, Head, HeadInit, Init, Module, NormLayer, ParamKind};
+use crate::precision::Precision;
 
 /// The head std of timm's `_init_weights`.
 const TIMM_HEAD_STD: f64 = 0.01;
@@ -18,6 +19,10 @@ pub struct ResNetV2 {
     dtype: DType,
     device: Device,
     training: bool,
+    /// The format activations run in (see [`ResNetV2::to_memory_format`]).
+    memory_format: MemoryFormat,
+    /// The activations' dtype (see [`ResNetV2::set_precision`]).
+    precision: Precision,
     pub stem: Stem,
     /// `stages[i][j]` is timm's `stages.{i}.blocks.{j}`.
     pub stages: Vec<Vec<PreActBottleneck>>,
@@ -68,6 +73,13 @@ impl ResNetV2 {
         Ok(model)
     }
 
+    /// The architecture of `config` built with [`Init::shapes_only`]: every layer and parameter
+    /// shape of the real model, no memory behind the tensors (for planning and shape tools;
+    /// its forward computes nothing useful).
+    pub fn skeleton(config: &ResNetV2Config) -> Result<Self> {
+        ResNetV2::build(config, &mut Init::shapes_only(DType::F32))
+    }
+
     fn build(config: &ResNetV2Config, init: &mut Init) -> Result<Self> {
         config.validate()?;
         let stem = Stem::new(init, config)?;
@@ -86,7 +98,18 @@ impl ResNetV2 {
         let head =
             Head::new(init, "head", config.channels[3], config.num_classes, HeadInit::Normal { std: TIMM_HEAD_STD })?;
         let (dtype, device) = (init.dtype(), init.device());
-        Ok(ResNetV2 { config: config.clone(), dtype, device, training: true, stem, stages, norm, head })
+        Ok(ResNetV2 {
+            config: config.clone(),
+            dtype,
+            device,
+            training: true,
+            memory_format: MemoryFormat::Contiguous,
+            precision: Precision::F32,
+            stem,
+            stages,
+            norm,
+            head,
+        })
     }
 
     pub fn config(&self) -> &ResNetV2Config {
@@ -103,15 +126,81 @@ impl ResNetV2 {
         self.training
     }
 
+    /// The format the activations run in: [`MemoryFormat::Contiguous`] (NCHW, the default) or
+    /// [`MemoryFormat::ChannelsLast`] after [`ResNetV2::to_channels_last`].
+    pub fn memory_format(&self) -> MemoryFormat {
+        self.memory_format
+    }
+
+    /// Runs the activations channels-last from now on (PyTorch's
+    /// `model.to(memory_format=torch.channels_last)`); see [`ResNetV2::to_memory_format`].
+    pub fn to_channels_last(&mut self) {
+        self.to_memory_format(MemoryFormat::ChannelsLast);
+    }
+
+    /// Makes the forward run its activations in `fmt`: the input batch (any format) is
+    /// converted once, before the stem, and every op after it keeps the format (elementwise
+    /// ops natively, the NN ops converting at their boundary where a kernel reads NCHW — see
+    /// docs/architecture.md). Parameters are not touched: convolution weights stay OIHW,
+    /// which is what the CPU kernels read, so nothing is converted per call on their side; the
+    /// norm and head parameters are 1-d or 2-d and have no format. The logits and every
+    /// gradient are the NCHW model's, bit for bit.
+    pub fn to_memory_format(&mut self, fmt: MemoryFormat) {
+        self.memory_format = fmt;
+    }
+
+    /// The activations' precision: [`Precision::F32`] (the default) or [`Precision::Bf16`].
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Runs the activations in `precision` from now on (crate::precision has the policy). bf16
+    /// needs f32 parameters (they are the master weights); the parameters are not touched. On
+    /// a GPU device bf16 activations also run channels-last (the tensor-core kernels' layout);
+    /// asking for f32 again keeps whatever format was set.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if precision == Precision::Bf16 && self.dtype != DType::F32 {
+            return Err(Error::Config(format!(
+                "bf16 activations need f32 parameters (the master weights); this model's are {}",
+                self.dtype
+            )));
+        }
+        self.precision = precision;
+        if precision == Precision::Bf16 && self.device.is_gpu() {
+            self.to_channels_last();
+        }
+        Ok(())
+    }
+
+    /// The input batch in the model's activation dtype and format (itself for an f32 NCHW
+    /// model, so its graph is unchanged).
+    fn input(&self, x: &Tensor) -> Result<Tensor> {
+        let x = match self.precision {
+            Precision::F32 => x.clone(),
+            p => x.to_dtype(p.activation_dtype())?,
+        };
+        Ok(match self.memory_format {
+            MemoryFormat::Contiguous => x,
+            fmt => x.to_memory_format(fmt)?,
+        })
+    }
+
+    /// The head's input: the pooled features in the parameters' dtype (f32 after bf16
+    /// activations, so the logits and the loss are f32).
+    fn pooled(&self, features: &Tensor) -> Result<Tensor> {
+        let p = global_avg_pool(features)?;
+        Ok(if p.dtype() == self.dtype { p } else { p.to_dtype(self.dtype)? })
+    }
+
     /// Logits `[N, num_classes]` of an NCHW batch in the model's dtype, on its device.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let f = self.forward_features(x)?;
-        self.head.forward(&global_avg_pool(&f)?)
+        self.head.forward(&self.pooled(&f)?)
     }
 
     /// The features after the final norm + ReLU, `[N, C, H/32, W/32]`.
     pub fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.stem.forward(x)?;
+        let mut h = self.stem.forward(&self.input(x)?)?;
         for block in self.stages.iter().flatten() {
             h = block.forward(&h)?;
         }
@@ -121,7 +210,7 @@ impl ResNetV2 {
     /// The forward pass keeping the stem output, each stage's output, the features, the pooled
     /// features and the logits (the same numbers as [`ResNetV2::forward`]).
     pub fn forward_with_activations(&self, x: &Tensor) -> Result<Activations> {
-        let stem = self.stem.forward(x)?;
+        let stem = self.stem.forward(&self.input(x)?)?;
         let mut stages = Vec::with_capacity(4);
         let mut h = stem.clone();
         for stage in &self.stages {
@@ -131,7 +220,7 @@ impl ResNetV2 {
             stages.push(h.clone());
         }
         let features = self.norm.forward(&h)?;
-        let pre_logits = global_avg_pool(&features)?;
+        let pre_logits = self.pooled(&features)?;
         let logits = self.head.forward(&pre_logits)?;
         Ok(Activations { stem, stages, features, pre_logits, logits })
     }
@@ -153,10 +242,15 @@ impl ResNetV2 {
     /// Moves and/or converts every tensor to `dtype` on `device` (gradients are dropped: the
     /// parameters are new leaves).
     pub fn to(&mut self, dtype: DType, device: Device) -> Result<()> {
+        if self.precision == Precision::Bf16 && dtype != DType::F32 {
+            return Err(Error::Config(format!(
+                "the model runs bf16 activations, whose master weights are f32: set_precision(F32) before converting them to {dtype}"
+            )));
+        }
         let sd = Module::state_dict(self);
         self.load_tensors(&sd, true, dtype, device)?;
         (self.dtype, self.device) = (dtype, device);
-        Ok(())
+        self.set_precision(self.precision)
     }
 
     /// A new head for `num_classes` classes (fine-tuning): zero weight and bias (BiT) or

@@ -162,3 +162,33 @@ fn infer_recovers_configs() {
     // Not a ResNetV2 at all.
     assert!(matches!(ResNetV2Config::infer(&crate::StateDict::new()), Err(Error::Config(_))));
 }
+
+#[test]
+fn skeleton_has_the_real_architecture_without_memory() {
+    // Every BiT variant, even R152x4 (936M parameters), builds instantly: shapes only.
+    for name in BIT_NAMES {
+        let cfg = ResNetV2Config::named(name, 1000).unwrap();
+        let model = ResNetV2::skeleton(&cfg).unwrap();
+        assert_eq!(model.num_parameters(), cfg.param_count(), "{name}");
+        let units: usize = model.stages.iter().map(Vec::len).sum();
+        assert_eq!(units, cfg.layers.iter().sum::<usize>(), "{name}");
+    }
+    let cfg = ResNetV2Config::named("resnetv2_50x1_bit", 1000).unwrap();
+    let m = ResNetV2::skeleton(&cfg).unwrap();
+    assert_eq!(m.stem.conv.weight.dims(), &[64, 3, 7, 7]);
+    assert_eq!(m.stem.conv.params.stride, [2, 2]);
+    let b = &m.stages[1][0];
+    assert_eq!(b.conv2.weight.dims(), &[128, 128, 3, 3]);
+    assert_eq!(b.conv2.params.stride, [2, 2]);
+    assert_eq!(b.downsample.as_ref().unwrap().weight.dims(), &[512, 256, 1, 1]);
+    // A skeleton tensor is one broadcast zero: no storage per element.
+    assert!(m.stages[3][2].conv2.weight.layout().strides().iter().all(|&s| s == 0));
+}
+
+#[test]
+fn stem_pool_output_size() {
+    // 224 px: conv 7×7/2 → 112, zero pad 1 → 114, VALID 3×3/2 → 56.
+    assert_eq!(Stem::pool_output_hw(112, 112), Some((56, 56)));
+    assert_eq!(Stem::pool_output_hw(16, 15), Some((8, 8)));
+    assert_eq!(Stem::pool_output_hw(1, 1), Some((1, 1)));
+}

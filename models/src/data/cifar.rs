@@ -90,7 +90,7 @@ impl Cifar {
     /// Appends the records of one file as HWC pixels and labels.
     fn parse(self, path: &PathBuf, bytes: &[u8], pixels: &mut Vec<u8>, labels: &mut Vec<u32>) -> Result<()> {
         let rec = self.label_bytes() + PIXELS;
-        if bytes.is_empty() || bytes.len() % rec != 0 {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(rec) {
             return Err(Error::format(
                 path,
                 "CIFAR binary",

@@ -35,6 +35,8 @@ pub struct Init<'a> {
     missing: Vec<String>,
     mismatched: Vec<ShapeProblem>,
     used: HashSet<String>,
+    /// Shapes only: every tensor is one zero broadcast to its shape (no memory behind it).
+    shapes_only: bool,
 }
 
 impl<'a> Init<'a> {
@@ -48,7 +50,16 @@ impl<'a> Init<'a> {
             missing: vec![],
             mismatched: vec![],
             used: HashSet::new(),
+            shapes_only: false,
         }
+    }
+
+    /// Tensors of the right shapes with no memory behind them (one zero broadcast to each
+    /// shape): for walking an architecture's layers — their shapes and strides — without
+    /// allocating or drawing a 936M-parameter model (`bitgrad bench gpu --plan`). Such a model
+    /// computes nothing useful.
+    pub fn shapes_only(dtype: DType) -> Self {
+        Init { shapes_only: true, ..Init::random(0, dtype, Device::Cpu) }
     }
 
     /// Tensors taken from `sd` (converted to `dtype`/`device`, no copy when they already fit);
@@ -88,6 +99,9 @@ impl<'a> Init<'a> {
 
     fn draw(&mut self, dims: &[usize], fill: Fill, kind: ParamKind) -> Result<Tensor> {
         let (dtype, device) = (self.dtype, self.device);
+        if self.shapes_only {
+            return Ok(Tensor::scalar(0.0, dtype, device)?.broadcast_to(dims.to_vec())?);
+        }
         let t = match fill {
             Fill::Zeros => Tensor::zeros(dims.to_vec(), dtype, device)?,
             Fill::Ones => Tensor::ones(dims.to_vec(), dtype, device)?,

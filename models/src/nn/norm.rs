@@ -94,10 +94,12 @@ impl NormKind {
 
     pub fn check(&self, channels: usize) -> Result<()> {
         match self {
-            NormKind::Group { groups, .. } if *groups == 0 || channels % groups != 0 => Err(Error::Config(format!(
-                "GroupNorm with {groups} groups cannot normalize {channels} channels (not divisible); \
+            NormKind::Group { groups, .. } if *groups == 0 || !channels.is_multiple_of(*groups) => {
+                Err(Error::Config(format!(
+                    "GroupNorm with {groups} groups cannot normalize {channels} channels (not divisible); \
                  choose fewer groups or other widths"
-            ))),
+                )))
+            }
             NormKind::Custom(f) => f.check(channels),
             _ => Ok(()),
         }
@@ -219,10 +221,15 @@ impl NormLayer for BatchNormAct {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // RunningStats wraps handles on the same (contiguous) storage, so the op's in-place update
         // lands in `running_mean`/`running_var`.
+        // bf16 activations (Precision::Bf16) are normalized in the parameters' f32 and
+        // rounded back: batch norm has no bf16 kernel of its own.
+        let dtype = x.dtype();
+        let x = if dtype == self.weight.dtype() { x.clone() } else { x.to_dtype(self.weight.dtype())? };
         let stats = RunningStats::from_tensors(self.running_mean.clone(), self.running_var.clone())?;
         let y =
-            batch_norm(x, Some(&self.weight), Some(&self.bias), Some(&stats), self.training, self.momentum, self.eps)?;
-        Ok(y.relu()?)
+            batch_norm(&x, Some(&self.weight), Some(&self.bias), Some(&stats), self.training, self.momentum, self.eps)?;
+        let y = y.relu()?;
+        Ok(if y.dtype() == dtype { y } else { y.to_dtype(dtype)? })
     }
 }
 

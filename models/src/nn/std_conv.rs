@@ -4,7 +4,8 @@
 //! weight, which is what is stored and trained. WS can be switched off (a plain conv).
 
 use bitgrad_engine::Tensor;
-use bitgrad_ops::conv2d::{conv2d, Conv2dParams};
+use bitgrad_ops::conv2d::Conv2dParams;
+use bitgrad_ops::std_conv2d::std_conv2d;
 use bitgrad_ops::weight_std::weight_std;
 
 use crate::error::Result;
@@ -44,8 +45,11 @@ impl StdConv2d {
         })
     }
 
+    /// `conv2d(x, effective_weight())`. With bf16 activations and the f32 raw weight this is
+    /// the mixed-precision convolution (`bitgrad_ops::std_conv2d`: tensor cores on a GPU, the
+    /// weight's gradient in f32).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(conv2d(x, &self.effective_weight()?, None, &self.params)?)
+        Ok(std_conv2d(x, &self.weight, self.ws_eps, &self.params)?)
     }
 }
 

@@ -232,7 +232,7 @@ impl HyperRule {
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!("the weight decay must be finite and ≥ 0, got {}", self.weight_decay));
         }
-        if self.batch == 0 || self.batch_split == 0 || self.batch % self.batch_split != 0 {
+        if self.batch == 0 || self.batch_split == 0 || !self.batch.is_multiple_of(self.batch_split) {
             return bad(format!(
                 "the batch ({}) must be a positive multiple of the batch split ({})",
                 self.batch, self.batch_split

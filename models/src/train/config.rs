@@ -10,7 +10,7 @@ use bitgrad_engine::Device;
 use crate::dist::{single, Collectives};
 use crate::io::StateDict;
 use crate::schedule::HyperRule;
-use crate::ResNetV2Config;
+use crate::{Precision, ResNetV2Config};
 
 /// Where the model's weights come from.
 #[derive(Debug, Clone)]
@@ -43,6 +43,9 @@ pub struct TrainConfig {
     /// Output folder for checkpoints, `metrics.jsonl` and `chart.png`; `None` writes nothing.
     pub out_dir: Option<PathBuf>,
     pub device: Device,
+    /// The activations' precision (crate::Precision; master weights, momentum and checkpoints
+    /// are f32 either way). f32 by default; the CLI resolves its default per device.
+    pub precision: Precision,
     /// Loader threads (decode + augment); 0 picks the number of cores.
     pub workers: usize,
     /// Evaluation batch size (0: the micro-batch size).
@@ -69,6 +72,7 @@ impl TrainConfig {
             checkpoint_every: 0,
             out_dir: None,
             device: Device::Cpu,
+            precision: Precision::F32,
             workers: 0,
             eval_batch: 0,
             progress: false,

@@ -49,7 +49,7 @@ impl Progress {
                 bar.set_message(msg);
                 bar.set_position(r.step + 1);
             }
-            Progress::Lines { every } if (r.step + 1) % every == 0 || r.step + 1 == total => {
+            Progress::Lines { every } if (r.step + 1).is_multiple_of(*every) || r.step + 1 == total => {
                 println!("step {}/{total} {msg}", r.step + 1);
             }
             _ => {}

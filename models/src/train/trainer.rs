@@ -204,6 +204,7 @@ pub fn train(cfg: &TrainConfig, train: Arc<dyn Dataset>, val: Option<Arc<dyn Dat
         }
     }
     let (mut model, mut state, resumed) = start(cfg, &classes)?;
+    model.set_precision(cfg.precision)?;
     let comm = cfg.dist.clone();
     let (rank, world) = (comm.rank(), comm.world_size());
     let lead = rank == 0;
