@@ -3,7 +3,15 @@
 //! the same run (`scripts/bench_conv_torch.py`, same thread count; its repetitions alternate
 //! with ours so that both see the same machine load).
 //!
-//! Run: `cargo run --release --example bench_conv [-- --python PATH] [--reps N] [--only LABEL-PART] [--min]`
+//! Run: `cargo run --release --example bench_conv [-- --python PATH] [--reps N] [--only LABEL-PART] [--min]
+//! [--isa scalar|avx2|avx512] [--cpu-time] [--size 224] [--bf16]` (`--isa` forces a lower instruction-set level for
+//! bitgrad's own kernels; the FMA peak the totals are compared with is measured at that level).
+//!
+//! `--bf16` times the mixed-precision convolution a model trained with `--precision bf16` runs:
+//! `std_conv2d` on bf16 channels-last activations with the f32 master weight (no weight
+//! standardization: the bf16 rounding and packing of the weight are timed, WS is not) — on
+//! AMX CPUs the AMX kernels, whose roof is the measured `tdpbf16ps` rate — against PyTorch's
+//! bf16 channels-last convolution (oneDNN; its weight is converted to bf16 once, untimed).
 //! (`--python` or `BITGRAD_PYTHON` picks the interpreter that has torch; default `python3`).
 //! The thread count is rayon's (`RAYON_NUM_THREADS`, default: all cores); torch gets the same.
 //!
@@ -18,7 +26,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bitgrad::engine::autograd;
+use bitgrad::engine::MemoryFormat;
 use bitgrad::ops::conv2d::{conv2d, Conv2dParams};
+use bitgrad::ops::std_conv2d::std_conv2d;
 use bitgrad::{no_grad, DType, Device, Result, Rng, Tensor};
 
 const TORCH_SCRIPT: &str = include_str!("../scripts/bench_conv_torch.py");
@@ -100,11 +110,12 @@ struct Torch {
 }
 
 impl Torch {
-    fn start(python: &str, threads: usize) -> std::result::Result<Torch, String> {
+    fn start(python: &str, threads: usize, bf16: bool) -> std::result::Result<Torch, String> {
         let mut child = Command::new(python)
             .arg("-c")
             .arg(TORCH_SCRIPT)
             .args(["--serve", "--threads", &threads.to_string()])
+            .args(bf16.then_some("--bf16"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -157,15 +168,30 @@ struct Ours {
     w: Tensor,
     dy: Tensor,
     params: Conv2dParams,
+    bf16: bool,
 }
 
 impl Ours {
-    fn new(s: &Conv) -> Result<Ours> {
+    fn new(s: &Conv, bf16: bool) -> Result<Ours> {
         let mut rng = Rng::new(0);
         let x = Tensor::randn([s.n, s.c, s.hw, s.hw], 0.0, 1.0, DType::F32, Device::Cpu, &mut rng)?;
         let w = Tensor::randn([s.o, s.c, s.k, s.k], 0.0, 0.05, DType::F32, Device::Cpu, &mut rng)?;
         let dy = Tensor::randn([s.n, s.o, s.out_hw(), s.out_hw()], 0.0, 1.0, DType::F32, Device::Cpu, &mut rng)?;
-        Ok(Ours { x, w, dy, params: Conv2dParams::new(s.stride, s.pad) })
+        let (x, dy) = if bf16 {
+            let half = |t: Tensor| t.to_dtype(DType::BF16)?.to_memory_format(MemoryFormat::ChannelsLast);
+            (half(x)?, half(dy)?)
+        } else {
+            (x, dy)
+        };
+        Ok(Ours { x, w, dy, params: Conv2dParams::new(s.stride, s.pad), bf16 })
+    }
+
+    fn conv(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        if self.bf16 {
+            std_conv2d(x, w, None, &self.params)
+        } else {
+            conv2d(x, w, None, &self.params)
+        }
     }
 
     /// Seconds for one run of `op`. The gradients run the real backward pass on a fresh graph
@@ -173,9 +199,9 @@ impl Ours {
     fn time(&self, op: &str) -> Result<f64> {
         if op == "fwd" {
             let _g = no_grad();
-            let t = Instant::now();
-            let y = conv2d(&self.x, &self.w, None, &self.params)?;
-            let dt = t.elapsed().as_secs_f64();
+            let t = Clock::now();
+            let y = self.conv(&self.x, &self.w)?;
+            let dt = t.elapsed();
             drop(y);
             return Ok(dt);
         }
@@ -183,13 +209,45 @@ impl Ours {
             "gi" => (self.x.requires_grad_(true), self.w.clone()),
             _ => (self.x.clone(), self.w.requires_grad_(true)),
         };
-        let y = conv2d(&x, &w, None, &self.params)?;
-        let t = Instant::now();
+        let y = self.conv(&x, &w)?;
+        let t = Clock::now();
         let grads = autograd::grad(&y, &self.dy)?;
-        let dt = t.elapsed().as_secs_f64();
+        let dt = t.elapsed();
         drop(grads);
         Ok(dt)
     }
+}
+
+/// Wall time, or with `--cpu-time` the CPU time of the whole process (all threads). On a
+/// machine shared with other work, CPU time leaves out the time spent waiting for a core, so
+/// one-thread runs (`RAYON_NUM_THREADS=1`) measure the kernels' own speed even under load; it
+/// is not a wall-clock speed and is not compared with torch's.
+enum Clock {
+    Wall(Instant),
+    Cpu(f64),
+}
+
+impl Clock {
+    fn now() -> Clock {
+        if std::env::args().any(|a| a == "--cpu-time") {
+            Clock::Cpu(process_cpu_seconds())
+        } else {
+            Clock::Wall(Instant::now())
+        }
+    }
+    fn elapsed(&self) -> f64 {
+        match self {
+            Clock::Wall(t) => t.elapsed().as_secs_f64(),
+            Clock::Cpu(t) => process_cpu_seconds() - t,
+        }
+    }
+}
+
+fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 /// Pause between our repetitions and torch's: PyTorch's OpenMP workers keep spinning on both
@@ -221,7 +279,23 @@ fn main() -> Result<()> {
     let python = arg("--python").or_else(|| std::env::var("BITGRAD_PYTHON").ok()).unwrap_or_else(|| "python3".into());
     let use_min = std::env::args().any(|a| a == "--min");
     let threads = rayon::current_num_threads();
-    let mut torch = match Torch::start(&python, threads) {
+    if let Some(level) = arg("--isa") {
+        let isa = bitgrad::engine::cpu::isa::parse_forced(&level).map_err(bitgrad::Error::Msg)?;
+        bitgrad::engine::cpu::isa::force(Some(isa)).map_err(bitgrad::Error::Msg)?;
+    }
+    let active = bitgrad::engine::cpu::isa::active();
+    let bf16 = std::env::args().any(|a| a == "--bf16");
+    let amx_peak = bitgrad::ops::bf16_gemm::amx::peak_gflops().filter(|_| bf16);
+    let (roof, peak) = match amx_peak {
+        Some(p) => ("tdpbf16ps", p * threads as f64),
+        None => ("FMA", bitgrad::ops::conv2d::fma_peak_gflops(active) * threads as f64),
+    };
+    println!(
+        "cpu: {}; ISA {active} (of {} here); {roof} peak at {active}: {peak:.0} GFLOP/s on {threads} threads (measured)",
+        bitgrad::engine::info::cpu_model().unwrap_or_else(|| "unknown".into()),
+        bitgrad::engine::cpu::isa::detected()
+    );
+    let mut torch = match Torch::start(&python, threads, bf16) {
         Ok(t) => {
             println!("reference: {} via {python}", t.info);
             Some(t)
@@ -232,7 +306,9 @@ fn main() -> Result<()> {
         }
     };
     println!(
-        "bitgrad conv2d f32, {threads} rayon threads, BiT-R50x1 convs at 128 px, batch 8; {} of {reps}",
+        "bitgrad {}, {threads} rayon threads, BiT-R50x1 convs at {} px, batch 8; {} of {reps}",
+        if bf16 { "std_conv2d, bf16 channels-last activations, f32 weight" } else { "conv2d f32" },
+        arg("--size").unwrap_or_else(|| "128".into()),
         if use_min { "minimum" } else { "median" }
     );
     println!("times in ms; GF/s = 2·N·O·C·kh·kw·OH·OW / time; ratio = torch time / bitgrad time\n");
@@ -241,11 +317,14 @@ fn main() -> Result<()> {
     let mut totals = [[0.0f64; 2]; 3]; // [op][ours, torch]
     let mut worst = (f64::INFINITY, String::new());
     let only = arg("--only");
-    for s in &R50X1_128 {
+    // `--size S`: the same convolutions on an S-pixel input (maps scale by S/128).
+    let size: usize = arg("--size").and_then(|v| v.parse().ok()).filter(|&v: &usize| v >= 32).unwrap_or(128);
+    let shapes: Vec<Conv> = R50X1_128.iter().map(|c| Conv { hw: c.hw * size / 128, ..*c }).collect();
+    for s in &shapes {
         if only.as_deref().is_some_and(|o| !s.label().contains(o)) {
             continue;
         }
-        let ours = Ours::new(s)?;
+        let ours = Ours::new(s, bf16)?;
         if let Some(t) = torch.as_mut() {
             if let Err(e) = t.set_shape(s) {
                 println!("torch failed ({e}); reference skipped from here on");
@@ -292,7 +371,7 @@ fn main() -> Result<()> {
         }
         println!("{line}");
     }
-    let flops: f64 = R50X1_128
+    let flops: f64 = shapes
         .iter()
         .filter(|s| only.as_deref().is_none_or(|o| s.label().contains(o)))
         .map(|s| s.count as f64 * s.flops())
@@ -308,7 +387,12 @@ fn main() -> Result<()> {
         } else {
             String::new()
         };
-        println!("  {op:<12} ours {:>8.2} ms ({:>5.1} GF/s)  {vs}", o * 1e3, flops / o / 1e9);
+        println!(
+            "  {op:<12} ours {:>8.2} ms ({:>5.1} GF/s, {:>3.0} % of peak)  {vs}",
+            o * 1e3,
+            flops / o / 1e9,
+            100.0 * flops / o / 1e9 / peak
+        );
     }
     let vs = if all[1] > 0.0 {
         format!("torch {:>8.2} ms, ratio {:.2}", all[1] * 1e3, all[1] / all[0])
@@ -316,6 +400,7 @@ fn main() -> Result<()> {
         String::new()
     };
     println!("  {:<12} ours {:>8.2} ms                {vs}", "all three", all[0] * 1e3);
+    println!("bitgrad kernels: {}", bitgrad::engine::cpu::isa::report_line());
     if torch.is_some() {
         println!("lowest per-op ratio: {:.2} ({})", worst.0, worst.1);
     }

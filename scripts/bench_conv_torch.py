@@ -15,7 +15,11 @@ Two ways to run it:
       until stdin closes. The Rust side alternates its own repetitions with ours, so both see the
       same machine load.
 
-What is timed (float32, NCHW, torch.set_num_threads(threads)):
+With --bf16 (both ways): x, w and dy are bfloat16 in channels_last (what
+torch.autocast(bfloat16) with a channels_last model runs; the weight is converted once, outside
+the timing).
+
+What is timed (float32, NCHW unless --bf16, torch.set_num_threads(threads)):
   fwd: torch.nn.functional.conv2d(x, w, stride=, padding=) under no_grad;
   gi:  torch.autograd.grad(y, x, dy, retain_graph=True) with only x requiring grad;
   gw:  torch.autograd.grad(y, w, dy, retain_graph=True) with only w requiring grad.
@@ -40,13 +44,19 @@ class Shape:
         self.stride, self.pad = stride, pad
         self.x = torch.randn(n, c, h, w, generator=gen)
         self.w = torch.randn(o, c, kh, kw, generator=gen) * 0.05
+        if "--bf16" in sys.argv:
+            cl = torch.channels_last
+            self.x = self.x.to(torch.bfloat16).contiguous(memory_format=cl)
+            self.w = self.w.to(torch.bfloat16).contiguous(memory_format=cl)
         self.xg = self.x.clone().requires_grad_(True)
         self.wg = self.w.clone().requires_grad_(True)
         # Two graphs: one where only x needs a gradient, one where only w does, so each
         # backward computes exactly one gradient (as the Rust side does).
         self.y_x = F.conv2d(self.xg, self.w, stride=stride, padding=pad)
         self.y_w = F.conv2d(self.x, self.wg, stride=stride, padding=pad)
-        self.dy = torch.randn(self.y_x.shape, generator=gen)
+        self.dy = torch.randn(self.y_x.shape, generator=gen).to(self.x.dtype)
+        if "--bf16" in sys.argv:
+            self.dy = self.dy.contiguous(memory_format=torch.channels_last)
 
     def run(self, op):
         if op == "fwd":
@@ -86,7 +96,7 @@ def serve():
         sys.exit(2)
     torch.set_num_threads(threads_arg())
     mkldnn = int(torch.backends.mkldnn.is_available())
-    print(f"info torch {torch.__version__} threads {torch.get_num_threads()} mkldnn {mkldnn}", flush=True)
+    print(f"info torch {torch.__version__} threads {torch.get_num_threads()} mkldnn {mkldnn} isa {torch.backends.cpu.get_cpu_capability()}", flush=True)
     shape = None
     for line in sys.stdin:
         parts = line.split()

@@ -5,11 +5,13 @@ scripts/bench_reference.py).
   python3 scripts/bench_model_torch.py --serve
       Prints one "info" JSON line, then answers one request per input line with one JSON line:
       {"op": "forward"|"train", "model": "resnetv2_50x1_bit", "batch": 8, "size": 128,
-       "classes": 1000, "warmup": 1, "reps": 3}
+       "classes": 1000, "warmup": 1, "reps": 3, "precision": "f32"|"bf16"}
       (a model timm does not register also carries "layers", "channels", "stem_chs", "groups")
       forward: model.eval() under torch.inference_mode(), logits computed and freed.
       train:   model.train(); forward, mean cross-entropy, backward, SGD step (lr 0.003,
                momentum 0.9, as BiT), zero_grad(set_to_none=True).
+      precision "bf16": the forward (and the loss) under torch.autocast(bfloat16), PyTorch's
+      mixed precision, f32 master weights — what bitgrad's --precision bf16 is compared with.
   python3 scripts/bench_model_torch.py forward resnetv2_50x1_bit 8 128 [--reps 5]
       One-shot: prints the info line and one reply.
 
@@ -42,6 +44,7 @@ def info():
         "python": sys.version.split()[0],
         "threads": torch.get_num_threads(),
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
@@ -64,18 +67,23 @@ def build(req):
 
 
 def setup(req):
-    key = (req["op"], req["model"], req["batch"], req["size"], req.get("classes", 1000))
+    key = (req["op"], req["model"], req["batch"], req["size"], req.get("classes", 1000), req.get("precision", "f32"))
     if key not in _cache:
         _cache.clear()  # one model at a time: R50x1 training state is ~300 MB
         torch.manual_seed(0)
         model = build(req)
         x = torch.randn(req["batch"], 3, req["size"], req["size"])
         y = torch.randint(0, req.get("classes", 1000), (req["batch"],))
+        import contextlib
+        if req.get("precision", "f32") == "bf16":
+            amp = lambda: torch.autocast(device_type="cpu", dtype=torch.bfloat16)  # noqa: E731
+        else:
+            amp = contextlib.nullcontext
         if req["op"] == "forward":
             model.eval()
 
             def step():
-                with torch.inference_mode():
+                with torch.inference_mode(), amp():
                     return model(x)
 
         elif req["op"] == "train":
@@ -84,7 +92,8 @@ def setup(req):
             loss_fn = torch.nn.CrossEntropyLoss()
 
             def step():
-                loss = loss_fn(model(x), y)
+                with amp():
+                    loss = loss_fn(model(x), y)
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)

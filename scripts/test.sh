@@ -5,23 +5,43 @@
 # No GPU is needed; python3 with pip installs the pinned NVRTC once into .cuda-ci/ (ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each section's heading says how far into the run it starts (the whole run must stay under
+# 30 minutes on a 2-core machine).
+section() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
 
 # NVRTC 13.0 for the kernel build check (engine/tests/nvrtc_build.rs) and the CUDA shim runs,
 # pinned: a newer NVRTC emits PTX a CUDA 13.0 driver cannot load. See docs/cuda-toolchain.md.
 source scripts/nvrtc-env.sh
 export REQUIRE_NVRTC=1
 
-echo "== cargo fmt --check"
+section "cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy"
+section "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== cargo test"
+section "cargo test"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
-echo "== the CUDA emulator: engine property tests, and device parity of every kernel under each mode alone"
+section "the CPU kernels and the timm parity at every lower instruction-set level this CPU has"
+# The run above used the highest level; BITGRAD_CPU_ISA forces each lower one (engine/src/cpu/isa.rs).
+# (The CLI the test run just built, so no other profile gets compiled.)
+levels=$("${CARGO_TARGET_DIR:-target}/debug/bitgrad" info | sed -n 's/.*levels here: //p')
+echo "levels here: $levels"
+for isa in $levels; do
+    [ "$isa" = "$(echo "$levels" | awk '{print $NF}')" ] && continue
+    echo "-- BITGRAD_CPU_ISA=$isa"
+    BITGRAD_CPU_ISA=$isa cargo test --quiet --workspace --lib -- conv2d std_conv2d group_norm weight_std sgd batch_norm bf16_gemm
+    BITGRAD_CPU_ISA=$isa cargo test --quiet --workspace --test parity_timm --test parity_ops
+done
+
+section "static SASS check of the tensor-core kernels (NVRTC + nvdisasm, no GPU; docs/gpu-testing.md)"
+# nvrtc-env.sh (sourced above) installed nvdisasm beside NVRTC; here a missing tool fails instead
+# of skipping. Prints registers, shared memory, blocks per SM and HMMA per main-loop iteration.
+BITGRAD_REQUIRE_SASS=1 cargo test --quiet --workspace --test sass_tc -- --nocapture
+
+section "the CUDA emulator: engine property tests, and device parity of every kernel under each mode alone"
 # (The default run above already had every emulator check on at once.) Always --workspace with
 # target filters, never -p: a -p build resolves features for one package only, which gives the
 # shared crates another hash and rebuilds the whole chain (minutes on 2 cores).
@@ -32,15 +52,16 @@ for mode in fast shuffle guard; do
     BITGRAD_EMU=$mode cargo test --quiet --workspace --test parity_timm on_the_gpu_device
 done
 
-echo "== the real CUDA host path on the CUDA shim (kernels/shim; docs/gpu-testing.md)"
+section "the real CUDA host path on the CUDA shim (kernels/shim; docs/gpu-testing.md)"
 # cudarc, NVRTC (every kernel compiled for sm_90), module loading, launches and cuBLAS calls of
 # Device::Cuda(0) against libcuda/libcublas built from the emulator: the planted host bugs, then
 # the device suites with Cuda(0) as the GPU device under test — CUBINs first, then once more with
 # CUBINs refused so that every module goes through the PTX fallback.
 SHIM_TESTS=(--test cuda_shim --test device_parity --test bottleneck_emu --test parity_timm
-            --test train_step --test train_checkpoint --test cli_models)
+            --test train_step --test train_checkpoint --test cli_models --test precision_bf16)
 export BITGRAD_GPU_TEST_DEVICE=cuda BITGRAD_TEST_CUDA=1 BITGRAD_REQUIRE_SHIM=1
-scripts/with-shim.sh cargo test --quiet --workspace "${SHIM_TESTS[@]}"
+# (R50x1's bf16 logits once, on Emu above: the tiny model covers the same host path here.)
+scripts/with-shim.sh cargo test --quiet --workspace "${SHIM_TESTS[@]}" -- --skip r50x1_bf16
 scripts/with-shim.sh cargo test --quiet --workspace --lib gpu_tests
 BITGRAD_SHIM_REJECT_CUBIN=1 scripts/with-shim.sh cargo test --quiet --workspace --test device_parity --test parity_timm
 BITGRAD_SHIM_REJECT_CUBIN=1 scripts/with-shim.sh cargo test --quiet --workspace --lib gpu_tests
@@ -51,12 +72,28 @@ unset BITGRAD_GPU_TEST_DEVICE BITGRAD_TEST_CUDA BITGRAD_REQUIRE_SHIM
 # and only links the example and the CLI (seconds).
 cargo build --quiet --workspace --profile test --examples --bins
 BIN="${CARGO_TARGET_DIR:-target}/debug"
-echo "== example 01_autograd (smoke run)"
+section "example 01_autograd (smoke run)"
 "$BIN/examples/01_autograd"
-echo "== the built-in fine-tuning demonstration (the README's main command, test profile)"
+section "the built-in fine-tuning demonstration (the README's main command, test profile)"
 "$BIN/bitgrad" finetune
 
-echo "== data-parallel training under mpirun (OpenMPI through rsmpi; docs/distributed.md)"
+section "the GPU bundle: packed size (≤ 64 MiB) and gpu-check.sh --dry-run (docs/gpu-runs.md)"
+# From the test build above (no new compilation): the archive a GPU machine takes, then every
+# step of the GPU check through the CUDA shim at tiny sizes (PyTorch on the CPU when installed).
+for tool in jq xz strip; do
+    if ! command -v "$tool" >/dev/null; then
+        section "installing jq, xz-utils and binutils (apt; the bundle script needs them)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq xz-utils binutils >/dev/null
+        break
+    fi
+done
+scripts/gpu-bundle.sh --profile test
+OUT="${CARGO_TARGET_DIR:-target}/gpu-check-dry-run" scripts/gpu-check.sh --dry-run
+# The unpacked bundle and the archive are only for this check: give their disk back.
+rm -rf gpu-bundle gpu-bundle.tar.xz
+
+section "data-parallel training under mpirun (OpenMPI through rsmpi; docs/distributed.md)"
 # The `mpi` feature needs OpenMPI (mpirun, mpicc and the headers) and libclang (rsmpi's bindgen).
 # Installed once as root from Debian's packages, skipped when present. The --workspace test
 # build with the features rebuilds the engine, ops, models and the CLI once; tests/dist_mpi.rs runs the
@@ -64,9 +101,10 @@ echo "== data-parallel training under mpirun (OpenMPI through rsmpi; docs/distri
 # has the `nccl` feature (cudarc loads NCCL at run time: no library needed to build), whose
 # errors without NCCL and without a GPU tests/dist_nccl.rs checks.
 if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ldconfig -p | grep 'libclang[-.0-9]*\.so' >/dev/null; then
-    echo "== installing OpenMPI and libclang (apt)"
+    section "installing OpenMPI and libclang (apt)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev libclang-dev >/dev/null
 fi
 # One test at a time: each starts up to 4 ranks on 2 cores.
 cargo test --quiet --workspace --features mpi,nccl --test dist_mpi --test dist_nccl -- --test-threads=1
+section "done"

@@ -32,7 +32,9 @@ fn check_against_timm(names: &[&str], device: &str) {
             (fixtures().join(format!("{name}.safetensors")), fixtures().join(format!("{name}_io.safetensors")));
         let want = load(&io_file);
         let out = tmp(&format!("{name}_{device}_fwd.safetensors"));
-        let dev = ["--device", device];
+        // f32 explicitly: a CUDA device of compute capability 8.0+ (the shim's is 9.0) defaults to
+        // bf16 activations, which these 1e-4 bounds are not for (see the bf16 test below).
+        let dev = ["--device", device, "--precision", "f32"];
         ok(&[&["forward", "--weights", s(&w), "--input", s(&io_file), "--out", s(&out), "--activations"][..], &dev]
             .concat());
         let got = load(&out);
@@ -68,7 +70,20 @@ fn forward_on_the_gpu_device_and_labels_flag() {
     let (w, io_file) = (fixtures().join("tiny.safetensors"), fixtures().join("tiny_io.safetensors"));
     let want = load(&io_file);
     let out = tmp("gpu.safetensors");
-    ok(&["forward", "-w", s(&w), "--input", s(&io_file), "-o", s(&out), "--device", &gpu_device()]);
+    // f32: the default on a CUDA device of compute capability 8.0+ (the shim's) is bf16.
+    ok(&[
+        "forward",
+        "-w",
+        s(&w),
+        "--input",
+        s(&io_file),
+        "-o",
+        s(&out),
+        "--device",
+        &gpu_device(),
+        "--precision",
+        "f32",
+    ]);
     assert!(rel(load(&out).get("logits").unwrap(), want.get("logits").unwrap()) < 1e-4);
     // --labels overrides the file: other labels, another loss.
     let labels: Vec<i64> = want.get("labels").unwrap().to_vec().unwrap();
@@ -146,4 +161,56 @@ fn bad_input_is_a_clear_error() {
     let e = fails(&["convert", s(&w), s(&w)]);
     assert!(e.contains("different file"), "{e}");
     assert!(!out.exists(), "nothing is written on error");
+}
+
+/// `--precision`: the default is bf16 on a CUDA device of compute capability 8.0 or newer (the
+/// shim's is 9.0) and f32 on the emulator and the CPU, recorded in the output's metadata; bf16
+/// logits track timm's f32 ones to bf16 accuracy on every device; an unknown precision is a
+/// clean error.
+#[test]
+fn precision_flag_defaults_and_bf16_logits() {
+    let (w, io_file) = (fixtures().join("tiny.safetensors"), fixtures().join("tiny_io.safetensors"));
+    let want = load(&io_file);
+    for device in ["cpu".to_string(), gpu_device()] {
+        let out = tmp(&format!("tiny_{device}_default.safetensors"));
+        ok(&["forward", "-w", s(&w), "--input", s(&io_file), "-o", s(&out), "--device", &device]);
+        let default = if device.starts_with("cuda") { "bf16" } else { "f32" };
+        assert_eq!(load(&out).metadata().get("bitgrad.precision").map(String::as_str), Some(default), "{device}");
+
+        let out = tmp(&format!("tiny_{device}_bf16.safetensors"));
+        ok(&[
+            "forward",
+            "-w",
+            s(&w),
+            "--input",
+            s(&io_file),
+            "-o",
+            s(&out),
+            "--device",
+            &device,
+            "--precision",
+            "bf16",
+        ]);
+        let got = load(&out);
+        assert_eq!(got.metadata().get("bitgrad.precision").map(String::as_str), Some("bf16"));
+        let logits = got.get("logits").unwrap();
+        assert_eq!(logits.dtype(), bitgrad::DType::F32, "the logits are f32 in bf16 runs");
+        let e = rel(logits, want.get("logits").unwrap());
+        assert!(e < 3e-2, "{device}: bf16 logits are {e:e} (of the largest) off timm's f32 ones");
+    }
+    // A usage error (clap's exit code 2), with the reason.
+    let out = bitgrad(&[
+        "forward",
+        "-w",
+        s(&w),
+        "--input",
+        s(&io_file),
+        "-o",
+        s(&tmp("x.safetensors")),
+        "--precision",
+        "fp8",
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(e.contains("unknown precision \"fp8\": expected bf16 or f32") && !e.contains("panicked"), "{e}");
 }

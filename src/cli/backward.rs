@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use bitgrad::models::{Error, Module, Result};
+use bitgrad::models::{Error, Module, Precision, Result};
 use bitgrad::ops::softmax_xent::{cross_entropy, Target};
 use bitgrad::{DType, Device, Tensor};
 
@@ -26,10 +26,15 @@ pub struct Args {
     /// cpu, emu or cuda[:i].
     #[arg(long, default_value = "cpu")]
     device: Device,
+    /// Activations in bf16 or f32 [default: bf16 on a CUDA GPU of compute capability 8.0 or
+    /// newer, f32 elsewhere]; the logits are f32 either way.
+    #[arg(long)]
+    precision: Option<Precision>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let mut model = load_model(&args.weights, args.device)?;
+    model.set_precision(Precision::resolve(args.precision, args.device))?;
     model.set_training(true);
     let (x, file_labels) = read_batch(&args.input, args.device)?;
     let n = x.dims()[0];
@@ -64,7 +69,8 @@ pub fn run(args: Args) -> Result<()> {
         tensors.push((name, g));
     }
     let count = tensors.len() - 2;
-    save_tensors(&args.out, tensors, &[("bitgrad.command", "backward".into())])?;
+    let precision = model.precision().to_string();
+    save_tensors(&args.out, tensors, &[("bitgrad.command", "backward".into()), ("bitgrad.precision", precision)])?;
     println!(
         "loss {:.6} on a batch {} ({}): {count} parameter gradients written to {}",
         loss.to_scalar()?,

@@ -12,25 +12,43 @@
 //! columns of a draw see the same examples, so the pairing removes most of the draw's luck).
 //!
 //! How the checkpoint was made: assets/demo/README.md (one `bitgrad pretrain` command).
+//!
+//! `--device` and `--precision` apply (`bitgrad finetune --device cuda --precision bf16`). On the
+//! emulator, which runs every GPU thread in software, the table would take hours: there the
+//! demonstration shrinks to a check that the device trains the model — one draw of 1 shot,
+//! 10 steps, 100 of the held-out images — and says so.
 
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bitgrad::models::data::Subset;
 use bitgrad::models::data::{shots, Dataset};
 use bitgrad::models::io::{self, LoadOptions};
 use bitgrad::models::schedule::{HyperRule, Resolution};
 use bitgrad::models::train::{train, TrainConfig};
-use bitgrad::models::{ResNetV2Config, Result, StateDict};
+use bitgrad::models::{Precision, ResNetV2Config, Result, StateDict};
+use bitgrad::Device;
 
 use super::shipped;
 
 const UPSTREAM: &[u8] = include_bytes!("../../assets/demo/upstream.safetensors");
 /// What the shipped checkpoint was pre-trained on (Fashion-MNIST's 0, 1, 2, 5, 7).
 const UPSTREAM_CLASSES: [&str; 5] = ["T-shirt/top", "Trouser", "Pullover", "Sandal", "Sneaker"];
-const SHOTS: [usize; 3] = [1, 5, 10];
-const DRAWS: [u64; 5] = [0, 1, 2, 3, 4];
+/// What one demonstration runs: the rows (shots per class), the draws of each row, the steps of
+/// each run and how many held-out images it is validated on (`None`: all 1 500).
+struct Plan {
+    shots: &'static [usize],
+    draws: &'static [u64],
+    steps: u64,
+    val_images: Option<usize>,
+}
+
+/// The demonstration.
+const FULL: Plan = Plan { shots: &[1, 5, 10], draws: &[0, 1, 2, 3, 4], steps: STEPS, val_images: None };
+/// On the emulator: a check that training runs there, not a result.
+const EMULATOR: Plan = Plan { shots: &[1], draws: &[0], steps: 10, val_images: Some(100) };
 
 /// The HyperRule scaled to the demonstration (bit-spec §4, docs/data.md): the 28×28 images are
 /// resized to 36 and randomly cropped to 32 (BiT: 160 → 128 below 96×96 px; scaled with the
@@ -44,8 +62,8 @@ const DRAWS: [u64; 5] = [0, 1, 2, 3, 4];
 const STEPS: u64 = 100;
 const LR: f64 = 0.03;
 
-fn hyper(examples: usize) -> Result<HyperRule> {
-    let mut h = HyperRule::for_dataset(examples, 28, 28).with_total_steps(STEPS)?.with_base_lr(LR)?;
+fn hyper(examples: usize, steps: u64) -> Result<HyperRule> {
+    let mut h = HyperRule::for_dataset(examples, 28, 28).with_total_steps(steps)?.with_base_lr(LR)?;
     h.resolution = Resolution { precrop: 36, crop: 32 };
     h.mixup_alpha = 0.0;
     h.batch = examples.min(50);
@@ -61,21 +79,39 @@ fn run_one(
     train_set: Arc<dyn Dataset>,
     val: Arc<dyn Dataset>,
     seed: u64,
+    run: &Run,
 ) -> Result<f64> {
-    let h = hyper(train_set.len())?;
+    let h = hyper(train_set.len(), run.plan.steps)?;
     let mut cfg = match weights {
         Some(w) => TrainConfig::finetune(w.clone(), h),
         None => TrainConfig::scratch(config.clone(), h),
     };
     cfg.seed = seed;
+    cfg.device = run.device;
+    cfg.precision = run.precision;
     cfg.workers = 1;
     cfg.eval_batch = 250;
     let s = train(&cfg, train_set, Some(val))?;
     Ok(s.final_eval.as_ref().map_or(0.0, |e| e.top1))
 }
 
-pub fn run() -> Result<()> {
+/// Where and how the runs train.
+struct Run {
+    plan: &'static Plan,
+    device: Device,
+    precision: Precision,
+}
+
+/// The demonstration on `device` with `precision` (the device's default when `None`).
+pub fn run(device: Device, precision: Option<Precision>) -> Result<()> {
     let started = Instant::now();
+    device.check_available()?;
+    let run = Run {
+        plan: if device == Device::Emu { &EMULATOR } else { &FULL },
+        device,
+        precision: Precision::resolve(precision, device),
+    };
+    let plan = run.plan;
     let weights = io::safetensors::from_reader(
         Cursor::new(UPSTREAM),
         UPSTREAM.len() as u64,
@@ -85,6 +121,11 @@ pub fn run() -> Result<()> {
     let config = ResNetV2Config::infer(&weights)?;
     let pool = shipped::train_set()?;
     let val = shipped::test_set()?;
+    let val: Arc<dyn Dataset> = match plan.val_images {
+        // n images spread evenly over the set (300 per class, in the order of the file).
+        Some(n) => Arc::new(Subset::new(val.clone(), (0..n).map(|i| i * val.len() / n).collect())?),
+        None => val,
+    };
     println!(
         "bitgrad finetune — the built-in demonstration (give --weights W --data DIR to fine-tune your own; --help)"
     );
@@ -98,17 +139,25 @@ pub fn run() -> Result<()> {
     println!("            (assets/demo/README.md has the command)");
     println!("downstream: five other classes — {} — few-shot,", shipped::CLASSES.join(", "));
     println!(
-        "            validated on {} held-out images; BiT-HyperRule scaled down: {STEPS} steps, 36→32 px, lr {LR}",
-        val.len()
+        "            validated on {} held-out images; BiT-HyperRule scaled down: {} steps, 36→32 px, lr {LR}",
+        val.len(),
+        plan.steps
     );
+    println!("device:     {}, precision {}", run.device, run.precision);
+    if plan.val_images.is_some() {
+        println!(
+            "            (the emulator runs each GPU thread in software: this is a check that the model trains on it,"
+        );
+        println!("            one short run per column, not the demonstration's result — that needs the CPU or a GPU)");
+    }
     println!();
     println!("{:>6}  {:>16}  {:>16}  {:>12}  {:>10}", "shots", "BiT transfer", "from scratch", "gain", "draws won");
-    for k in SHOTS {
+    for &k in plan.shots {
         let (mut transfer, mut scratch) = (Vec::new(), Vec::new());
-        for draw in DRAWS {
+        for &draw in plan.draws {
             let subset: Arc<dyn Dataset> = Arc::new(shots(pool.clone(), k, draw)?);
-            transfer.push(run_one(Some(&weights), &config, subset.clone(), val.clone(), draw)?);
-            scratch.push(run_one(None, &config, subset, val.clone(), draw)?);
+            transfer.push(run_one(Some(&weights), &config, subset.clone(), val.clone(), draw, &run)?);
+            scratch.push(run_one(None, &config, subset, val.clone(), draw, &run)?);
         }
         let gains: Vec<f64> = transfer.iter().zip(&scratch).map(|(t, s)| t - s).collect();
         let won = gains.iter().filter(|g| **g > 0.0).count();
@@ -121,13 +170,13 @@ pub fn run() -> Result<()> {
             mean(&gains) * 100.0,
             sd(&gains) * 100.0,
             won,
-            DRAWS.len()
+            plan.draws.len()
         );
     }
     println!();
     println!(
         "top-1 on the held-out images, mean ± std over {} draws of the examples (chance is 20%); gain: the",
-        DRAWS.len()
+        plan.draws.len()
     );
     println!("per-draw difference, mean ± std; draws won: how many draws transfer beat from-scratch training.");
     println!("Both columns use the same architecture, examples and recipe; only the starting weights differ.");

@@ -14,7 +14,7 @@ use bitgrad::models::dist::{self, DistKind, Launch};
 use bitgrad::models::io::{load_model_weights, LoadOptions};
 use bitgrad::models::schedule::{HyperRule, Resolution, Schedule};
 use bitgrad::models::train::{train, Summary, TrainConfig};
-use bitgrad::models::{Error, ResNetV2Config, Result};
+use bitgrad::models::{Error, Precision, ResNetV2Config, Result};
 use bitgrad::Device;
 use clap::{Args as ClapArgs, ValueEnum};
 
@@ -119,6 +119,10 @@ pub struct RunArgs {
     /// cpu, emu or cuda[:i].
     #[arg(long, default_value = "cpu")]
     device: Device,
+    /// Activations in bf16 or f32 [default: bf16 on a CUDA GPU of compute capability 8.0 or
+    /// newer, f32 elsewhere]. Master weights, momentum, loss and checkpoints are f32 either way.
+    #[arg(long)]
+    precision: Option<Precision>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Loader threads (0: one per core).
@@ -150,7 +154,7 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) if args.run.resume.is_some() => {
             Source::Scratch { arch: String::new(), norm: args.norm.clone(), zero_head: true }
         }
-        (None, None) if args.data.data.is_none() => return super::demo::run(),
+        (None, None) if args.data.data.is_none() => return super::demo::run(args.run.device, args.run.precision),
         (None, None) => {
             return Err(Error::Config("give --weights to fine-tune, or --arch to train from scratch".into()))
         }
@@ -218,6 +222,7 @@ pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArg
         hyper.resolution.crop,
         hyper.mixup_alpha
         );
+        println!("device {device}, precision {}", Precision::resolve(run.precision, device));
     }
     let mut cfg = match (&run.resume, source) {
         (Some(_), Source::Weights { norm: Some(_), .. } | Source::Scratch { norm: Some(_), .. }) => {
@@ -250,6 +255,7 @@ pub fn run_training(source: Source, data: &DataArgs, h: &HyperArgs, run: &RunArg
     cfg.checkpoint_every = run.checkpoint_every;
     cfg.out_dir = Some(run.out.clone());
     cfg.device = device;
+    cfg.precision = Precision::resolve(run.precision, device);
     cfg.workers = run.workers;
     cfg.eval_batch = run.eval_batch;
     cfg.progress = !run.quiet;

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use bitgrad::models::Result;
+use bitgrad::models::{Precision, Result};
 use bitgrad::{no_grad, Device};
 
 use super::common::{load_model, read_batch, save_tensors, WeightArgs};
@@ -33,10 +33,15 @@ pub struct Args {
     /// cpu, emu or cuda[:i].
     #[arg(long, default_value = "cpu")]
     device: Device,
+    /// Activations in bf16 or f32 [default: bf16 on a CUDA GPU of compute capability 8.0 or
+    /// newer, f32 elsewhere]; the logits are f32 either way.
+    #[arg(long)]
+    precision: Option<Precision>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let mut model = load_model(&args.weights, args.device)?;
+    model.set_precision(Precision::resolve(args.precision, args.device))?;
     bitgrad::models::Module::set_training(&mut model, false);
     let x = match &args.input {
         Some(path) => read_batch(path, args.device)?.0,
@@ -54,7 +59,8 @@ pub fn run(args: Args) -> Result<()> {
         tensors.push(("pre_logits".into(), out.pre_logits));
     }
     let n = tensors.len();
-    save_tensors(&args.out, tensors, &[("bitgrad.command", "forward".into())])?;
+    let precision = model.precision().to_string();
+    save_tensors(&args.out, tensors, &[("bitgrad.command", "forward".into()), ("bitgrad.precision", precision)])?;
     println!(
         "logits {} for a batch {} on {}: {} tensors written to {}",
         out.logits.shape(),

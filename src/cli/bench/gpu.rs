@@ -19,6 +19,12 @@ use super::json::{self, Value};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Print the bf16 tensor-core plan of a model's training step instead (estimates; needs no
+    /// GPU): per-convolution GEMMs, tiles, waves, time at the mma.sync rate, memory-bound ops.
+    #[arg(long)]
+    plan: bool,
+    #[command(flatten)]
+    plan_args: super::plan::PlanArgs,
     /// The GPU device: cuda, cuda:N, or emu (emu: small sizes, a smoke test).
     #[arg(long, default_value = "cuda")]
     device: String,
@@ -34,6 +40,9 @@ pub struct Args {
     /// Do not run the PyTorch comparison.
     #[arg(long)]
     no_reference: bool,
+    /// The small sizes of --device emu on any device (a smoke test, e.g. on the CUDA shim).
+    #[arg(long)]
+    small: bool,
     /// The Python with torch [default: $BITGRAD_PYTHON, else python3].
     #[arg(long)]
     python: Option<String>,
@@ -172,8 +181,12 @@ fn torch(a: &Args, s: &Sizes, index: usize) -> Result<json::Object, String> {
 }
 
 pub fn run(a: Args) -> bitgrad::Result<()> {
+    if a.plan {
+        return super::plan::run(&a.plan_args);
+    }
     let device: Device = a.device.parse()?;
     let sizes = match device {
+        Device::Cuda(_) | Device::Emu if a.small => Sizes { copy_bytes: 4 << 20, n: 1 << 20, gemm: 256 },
         Device::Cuda(_) => Sizes { copy_bytes: 256 << 20, n: 64 << 20, gemm: 4096 },
         Device::Emu => Sizes { copy_bytes: 4 << 20, n: 1 << 20, gemm: 256 },
         Device::Cpu => return Err(bitgrad::Error::Msg("bench gpu: --device must be cuda, cuda:N or emu".into())),

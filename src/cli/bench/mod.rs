@@ -10,9 +10,11 @@
 mod elementwise;
 mod gpu;
 mod json;
+mod layers;
 mod loader;
 mod matmul;
 mod model;
+mod plan;
 mod reference;
 mod timing;
 
@@ -33,6 +35,9 @@ enum Bench {
     Elementwise(elementwise::Args),
     /// A GPU device: copy, add/relu, sum (GB/s) and f32 GEMM (TFLOP/s), against PyTorch on the same GPU.
     Gpu(gpu::Args),
+    /// A model's layers on a GPU: each conv's fprop/dgrad/wgrad against cuDNN (PyTorch bf16
+    /// channels_last), GroupNorm, WS and SGD as a share of the HBM roof.
+    Layers(layers::Args),
     /// A whole model's inference forward in img/s, against timm's in PyTorch in the same run.
     Forward(model::Args),
     /// A whole model's training step (fwd, xent, bwd, SGD) in img/s, against timm's in PyTorch.
@@ -78,6 +83,7 @@ pub fn run(args: BenchArgs) -> bitgrad::models::Result<()> {
         Bench::Matmul(a) => Ok(matmul::run(a)?),
         Bench::Elementwise(a) => Ok(elementwise::run(a)?),
         Bench::Gpu(a) => Ok(gpu::run(a)?),
+        Bench::Layers(a) => layers::run(a),
         Bench::Forward(a) => model::run(model::Mode::Forward, a),
         Bench::Train(a) => model::run(model::Mode::Train, a),
         Bench::Loader(a) => loader::run(a),
@@ -110,6 +116,12 @@ pub fn print_header(title: &str, common: &Common) {
         cores,
         rayon::current_num_threads(),
         bitgrad::engine::info::simd_level()
+    );
+    println!(
+        "isa:       bitgrad's kernels at {} (of {} here; BITGRAD_CPU_ISA lowers it), gemm crate at {}",
+        bitgrad::engine::cpu::isa::active(),
+        bitgrad::engine::cpu::isa::detected(),
+        bitgrad::engine::cpu::isa::gemm_crate_level()
     );
     println!("load:      1-minute load average {} at start", load_average());
     println!(

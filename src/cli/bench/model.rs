@@ -4,7 +4,7 @@
 //! (`scripts/bench_model_torch.py`, through the same block-alternating method as the kernels).
 
 use bitgrad::models::bit::BIT_NAMES;
-use bitgrad::models::{Module, NormKind, ResNetV2, ResNetV2Config};
+use bitgrad::models::{Module, NormKind, Precision, ResNetV2, ResNetV2Config};
 use bitgrad::ops::sgd::Sgd;
 use bitgrad::ops::softmax_xent::{cross_entropy, Target};
 use bitgrad::{no_grad, DType, Device, Rng, Tensor};
@@ -32,6 +32,14 @@ pub struct Args {
     /// cpu, emu or cuda[:i] (the PyTorch reference runs on the CPU; compare on the CPU).
     #[arg(long, default_value = "cpu")]
     device: Device,
+    /// Activations in bf16 or f32 [default: bf16 on a CUDA GPU of compute capability 8.0 or
+    /// newer, f32 elsewhere]; PyTorch runs under torch.autocast(bfloat16) for bf16.
+    #[arg(long)]
+    precision: Option<Precision>,
+    /// Instead of timing against PyTorch, profile 3 steps: forward, backward (per backward op),
+    /// SGD and zero_grad, in seconds per step.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// Which whole-model benchmark.
@@ -49,13 +57,25 @@ pub fn run(mode: Mode, mut args: Args) -> bitgrad::models::Result<()> {
     }
     let c = &args.common;
     let what = if mode == Mode::Forward { "forward (eval, no graph)" } else { "train step (fwd + xent + bwd + SGD)" };
+    args.device.check_available()?;
+    let precision = Precision::resolve(args.precision, args.device);
     print_header(
-        &format!("bitgrad bench {}: {} {what}, batch {}, {} px, f32", op(mode), args.model, args.batch, args.size),
+        &format!(
+            "bitgrad bench {}: {} {what}, batch {}, {} px, {}",
+            op(mode),
+            args.model,
+            args.batch,
+            args.size,
+            match precision {
+                Precision::F32 => "f32",
+                Precision::Bf16 => "bf16 activations, f32 master weights",
+            }
+        ),
         c,
     );
-    args.device.check_available()?;
     let config = ResNetV2Config::named(&args.model, args.classes)?;
     let mut model = ResNetV2::new_in(&config, 0, DType::F32, args.device)?;
+    model.set_precision(precision)?;
     model.set_training(mode == Mode::Train);
     let mut rng = Rng::new(1);
     let x = Tensor::randn([args.batch, 3, args.size, args.size], 0.0, 1.0, DType::F32, args.device, &mut rng)?;
@@ -69,6 +89,7 @@ pub fn run(mode: Mode, mut args: Args) -> bitgrad::models::Result<()> {
         gflop_per_image(&config, args.size)
     );
 
+    let runtime = if args.device.is_gpu() { Some(bitgrad::engine::gpu::runtime(args.device)?) } else { None };
     let step = || -> bitgrad::models::Result<()> {
         match mode {
             Mode::Forward => {
@@ -83,12 +104,19 @@ pub fn run(mode: Mode, mut args: Args) -> bitgrad::models::Result<()> {
                 bitgrad::ops::sgd::zero_grad(&params);
             }
         }
+        // GPU work is asynchronous: a step ends when the device has finished it.
+        if let Some(rt) = &runtime {
+            rt.synchronize()?;
+        }
         Ok(())
     };
     step()?; // fail before timing, with the error, if the step cannot run
+    if args.profile {
+        return profile(&model, &x, &y, &params, mode);
+    }
     let mut reference = start_reference_of(c, Kind::Torch);
     let mut fields = format!(
-        "\"model\": \"{}\", \"batch\": {}, \"size\": {}, \"classes\": {}",
+        "\"model\": \"{}\", \"batch\": {}, \"size\": {}, \"classes\": {}, \"precision\": \"{precision}\"",
         args.model, args.batch, args.size, args.classes
     );
     if !config.name().is_some_and(|n| BIT_NAMES.contains(&n)) {
@@ -132,6 +160,7 @@ pub fn run(mode: Mode, mut args: Args) -> bitgrad::models::Result<()> {
     println!();
     println!("s: median seconds per step of the clean runs; best: fastest step; clean: clean/all timed steps");
     println!("(* fewer clean than --reps). ratio = bitgrad img/s ÷ torch img/s (medians; best runs). Target ≥ 1.0.");
+    println!("bitgrad's CPU kernels ran with: {}", bitgrad::engine::cpu::isa::report_line());
     print_footer();
     Ok(())
 }
@@ -168,6 +197,50 @@ fn gflop_per_image(c: &ResNetV2Config, size: usize) -> f64 {
     }
     conv(cin, c.num_classes, 1, 1);
     flops / 1e9
+}
+
+/// `--profile`: three steps split into their phases, the backward per op (the averages of the
+/// three; no PyTorch run).
+fn profile(model: &ResNetV2, x: &Tensor, y: &Tensor, params: &[Tensor], mode: Mode) -> bitgrad::models::Result<()> {
+    use bitgrad::engine::autograd::profile as prof;
+    use std::time::Instant;
+    const STEPS: usize = 3;
+    let mut sgd = Sgd::new(0.003, 0.9, 0.0, false)?;
+    let mut phases = [0.0f64; 4];
+    prof::enable(true);
+    for _ in 0..STEPS {
+        let t = Instant::now();
+        if mode == Mode::Forward {
+            let _g = no_grad();
+            consume(model.forward(x)?);
+            phases[0] += t.elapsed().as_secs_f64();
+            continue;
+        }
+        let loss = cross_entropy(&model.forward(x)?, Target::Hard(y), 0.0)?;
+        phases[0] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        loss.backward()?;
+        phases[1] += t.elapsed().as_secs_f64();
+        let _g = no_grad();
+        let t = Instant::now();
+        sgd.step(params)?;
+        phases[2] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        bitgrad::ops::sgd::zero_grad(params);
+        phases[3] += t.elapsed().as_secs_f64();
+    }
+    prof::enable(false);
+    let per = |s: f64| s / STEPS as f64 * 1e3;
+    println!("\nprofile, ms per step (mean of {STEPS}):");
+    for (name, s) in ["forward (+ loss)", "backward", "sgd step", "zero_grad"].iter().zip(phases) {
+        println!("  {name:<28} {:>9.1}", per(s));
+    }
+    println!("backward by op (calls per step, ms per step):");
+    for (name, calls, s) in prof::report() {
+        println!("  {name:<28} {:>5} {:>9.1}", calls / STEPS, per(s));
+    }
+    println!("bitgrad's CPU kernels ran with: {}", bitgrad::engine::cpu::isa::report_line());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -92,12 +92,13 @@ impl Reference {
     pub fn describe(&self) -> String {
         if self.kind == Kind::Torch {
             return format!(
-                "torch {} + timm {} (Python {}), {} threads, oneDNN {}",
+                "torch {} + timm {} (Python {}), {} threads, oneDNN {}, CPU capability {}",
                 self.text("torch_version"),
                 self.text("timm_version"),
                 self.text("python"),
                 self.text("threads"),
-                if self.info.get("mkldnn") == Some(&Value::Bool(true)) { "on" } else { "off" }
+                if self.info.get("mkldnn") == Some(&Value::Bool(true)) { "on" } else { "off" },
+                self.text("cpu_capability")
             );
         }
         let mut s = format!("numpy {} (Python {})", self.text("numpy_version"), self.text("python"));
