@@ -95,7 +95,9 @@ pub fn machine_report() -> String {
     let threads = rayon::current_num_threads();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     s += &format!("cpu:          {}\n", cpu_model().unwrap_or_else(|| "unknown".into()));
-    s += &format!("threads:      {threads} (of {cores} available; set RAYON_NUM_THREADS to change)\n");
+    // `cpu::pool::join_global_pool` (the CLI calls it) makes the main thread worker 0.
+    let main = if rayon::current_thread_index() == Some(0) { ", this thread included" } else { "" };
+    s += &format!("threads:      {threads} (of {cores} available{main}; set RAYON_NUM_THREADS to change)\n");
     s += &format!("simd:         {}\n", simd_level());
     s += &isa_report();
     s += &format!("emu:          {}\n", emu_status());

@@ -58,6 +58,9 @@ pub fn run() -> bitgrad::models::Result<()> {
     // The main thread runs the steps: it becomes one of rayon's workers instead of competing
     // with them for the cores (engine/src/cpu/pool.rs).
     bitgrad::engine::cpu::pool::join_global_pool();
+    // The main thread runs the steps: it becomes one of rayon's workers instead of competing
+    // with them for the cores (engine/src/cpu/pool.rs).
+    bitgrad::engine::cpu::pool::join_global_pool();
     // A level the CPU lacks (or a typo) is refused before any work, not silently ignored.
     if let Ok(v) = std::env::var("BITGRAD_CPU_ISA") {
         if !v.trim().is_empty() {

@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod index;
 pub mod isa;
 pub mod matmul;
+pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod strided;
