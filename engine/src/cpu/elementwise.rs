@@ -94,13 +94,13 @@ fn binary_int(a: &[i64], la: &Layout, b: &[i64], lb: &Layout, op: BinaryOp) -> R
     })
 }
 
-/// `op(a, b)` elementwise; both layouts already broadcast to the output shape.
 /// f32 → bf16 with [`crate::bf16_bits`] (nearest even, branch-free).
 #[inline(always)]
 fn round_bf16(v: f32) -> half::bf16 {
     half::bf16::from_bits(crate::bf16_bits(v))
 }
 
+/// `op(a, b)` elementwise; both layouts already broadcast to the output shape.
 pub fn binary(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout, op: BinaryOp) -> Result<CpuStorage> {
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch { op: op.name(), lhs: a.dtype(), rhs: b.dtype() });

@@ -6,7 +6,8 @@
 //! when it already is), viewed as `[N, H, W, C]` without a copy, normalized (ReLU fused), and
 //! the output is the channels-last `[N, C, H, W]` view of the kernel's result. The backward
 //! gives a bf16 dx and f32 dγ, dβ. On the CPU, a channels-last input (what the AMX convolutions
-//! give) takes the same node through the kernels' CPU twin. Anything else — an NCHW input on
+//! give, and any 1×1 map, which is both layouts) takes the same node through the kernels' CPU
+//! twin. Anything else — an NCHW input on
 //! the CPU, another rank, a shape the kernels refuse — computes in f32: x converted up, the
 //! f32 op, the result rounded to bf16 (all recorded casts), so the two routes differ by the
 //! bf16 rounding of y and dx only.
