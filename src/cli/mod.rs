@@ -58,6 +58,9 @@ pub fn run() -> bitgrad::models::Result<()> {
     // The main thread runs the steps: it becomes one of rayon's workers instead of competing
     // with them for the cores (engine/src/cpu/pool.rs).
     bitgrad::engine::cpu::pool::join_global_pool();
+    // Each step frees its buffers and the next takes as many again: keep the memory mapped
+    // instead of faulting every page in again (engine/src/cpu/malloc.rs).
+    bitgrad::engine::cpu::malloc::keep_freed_memory();
     // The main thread runs the steps: it becomes one of rayon's workers instead of competing
     // with them for the cores (engine/src/cpu/pool.rs).
     bitgrad::engine::cpu::pool::join_global_pool();

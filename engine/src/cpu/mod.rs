@@ -7,6 +7,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod index;
 pub mod isa;
+pub mod malloc;
 pub mod matmul;
 pub mod pool;
 pub mod reduce;
