@@ -79,6 +79,9 @@ Worker& worker() {
 
 void Worker::push(ThreadState* t) {
     t->state = T_RUNNABLE;
+    // Every way out of a warp op, collective or barrier goes through here (or ends the block).
+    uint32_t bit = ~(1u << t->lane);
+    lanes_waiting[t->warp] &= bit, lanes_in_tc[t->warp] &= bit, lanes_at_barrier[t->warp] &= bit;
     queue[(q_head + q_len) % queue.size()] = t;
     q_len++;
 }
@@ -179,6 +182,7 @@ static void fiber_main() {
         ThreadState* t = self->thread;
         w.launch->kernel->tramp(w.launch->args);
         t->state = T_EXITED;
+        w.lanes_exited[t->warp] |= 1u << t->lane;
         tc_thread_exited(w, t);
         t->fiber = nullptr;
         self->thread = nullptr;

@@ -145,6 +145,9 @@ static int run_block(Worker& w, uint64_t linear, EmuErr* err) {
     w.threads.resize(n);
     w.queue.resize(n);
     w.q_head = w.q_len = 0;
+    uint32_t warps = (n + 31) / 32;
+    w.lanes_waiting.assign(warps, 0), w.lanes_in_tc.assign(warps, 0), w.lanes_exited.assign(warps, 0);
+    w.lanes_at_barrier.assign(warps, 0), w.tc_site.resize(warps);
     for (uint32_t i = 0; i < n; i++) {
         ThreadState& t = w.threads[i];
         t.tid = uint3{i % bx, i / bx % by, i / (bx * by)};

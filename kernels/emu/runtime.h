@@ -95,6 +95,18 @@ struct Worker {
     std::vector<Fiber*> free_fibers;
     std::vector<ThreadState> threads;
     std::vector<ThreadState*> queue; // ring buffer of runnable threads
+    // Per warp of the running block, one bit per lane: lanes parked in a warp op or tensor-core
+    // collective, the subset parked in a tensor-core collective, and lanes that exited. They let
+    // an arriving lane see in O(1) whether its op completes or its warp has diverged; the lane
+    // scans (and their error messages) run only when a mask says they will find something.
+    std::vector<uint32_t> lanes_waiting, lanes_in_tc, lanes_exited, lanes_at_barrier;
+    // Per warp: the collective its lanes in `lanes_in_tc` wait in (set by the first to park), so
+    // that an arriving lane compares its own call with one record instead of 31 lanes.
+    struct TcSite {
+        int kind, arg, line;
+        const char* file;
+    };
+    std::vector<TcSite> tc_site;
     size_t q_head = 0, q_len = 0;
 
     jmp_buf sched_jb;

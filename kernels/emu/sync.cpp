@@ -15,6 +15,7 @@ int block_barrier(const char* file, int line, int pred) {
     me->bar_pred = pred;
     me->state = T_AT_BARRIER;
     w.at_barrier++;
+    w.lanes_at_barrier[me->warp] |= 1u << me->lane;
     // The block runner releases the barrier once nothing else can run (see run_block).
     w.park();
     return me->bar_result;
@@ -104,22 +105,30 @@ unsigned long long warp_op(int kind, unsigned mask, unsigned long long value, in
     me->w_file = nullptr, me->w_line = 0;
     me->state = T_AT_WARP;
     uint32_t base = me->warp * 32, lanes = lanes_in_warp(w, me->warp);
-    bool complete = true;
-    for (uint32_t l = 0; l < 32; l++) {
-        if (!(mask >> l & 1)) continue;
-        if (l >= lanes)
-            w.fail(ERR_WARP, "%s: mask 0x%08x names lane %u, which does not exist (the block has %u threads)",
-                   op_name(kind), mask, l, w.nthreads);
-        const ThreadState& o = w.threads[base + l];
-        if (o.state == T_EXITED)
-            w.fail(ERR_WARP, "%s: mask 0x%08x names lane %u, which has exited", op_name(kind), mask, l);
-        // A lane still in an earlier op of its own (e.g. a half-warp shuffle) arrives later; if it
-        // never can, the block runner reports the deadlock.
-        if (o.state != T_AT_WARP || o.w_mask != mask || o.w_kind != kind) complete = false;
+    unsigned in_block = lanes == 32 ? ~0u : (1u << lanes) - 1;
+    unsigned waiting = w.lanes_waiting[me->warp] | 1u << me->lane;
+    // The lane scan runs when it must report an error, or when every lane of the mask is waiting
+    // in some warp op (it then checks they wait in this one): once per op, not once per lane.
+    bool complete = false;
+    if ((mask & ~in_block) || (mask & w.lanes_exited[me->warp]) || (waiting & mask) == mask) {
+        complete = true;
+        for (uint32_t l = 0; l < 32; l++) {
+            if (!(mask >> l & 1)) continue;
+            if (l >= lanes)
+                w.fail(ERR_WARP, "%s: mask 0x%08x names lane %u, which does not exist (the block has %u threads)",
+                       op_name(kind), mask, l, w.nthreads);
+            const ThreadState& o = w.threads[base + l];
+            if (o.state == T_EXITED)
+                w.fail(ERR_WARP, "%s: mask 0x%08x names lane %u, which has exited", op_name(kind), mask, l);
+            // A lane still in an earlier op of its own (e.g. a half-warp shuffle) arrives later;
+            // if it never can, the block runner reports the deadlock.
+            if (o.state != T_AT_WARP || o.w_mask != mask || o.w_kind != kind) complete = false;
+        }
     }
     if (complete) {
         complete_warp_op(w, me, base, mask);
     } else {
+        w.lanes_waiting[me->warp] |= 1u << me->lane;
         w.park();
     }
     return me->w_result;

@@ -198,6 +198,7 @@ static const char* collective_name(int kind, int arg, char* buf, size_t cap) {
 }
 
 void tc_check_not_diverged(Worker& w, ThreadState* me, const char* what, unsigned mask) {
+    if (!(w.lanes_in_tc[me->warp] & mask)) return; // the common case: nothing to report
     uint32_t base = me->warp * 32, lanes = lanes_in_warp(w, me->warp);
     for (uint32_t l = 0; l < lanes; l++) {
         const ThreadState& o = w.threads[base + l];
@@ -306,34 +307,42 @@ static void ldmatrix_all(Worker& w, uint32_t base, int num, int trans, const cha
 static void collective(int kind, int arg, void* operands, const char* file, int line) {
     Worker& w = worker();
     ThreadState* me = w.cur;
-    char buf[64];
-    const char* name = collective_name(kind, arg, buf, sizeof buf);
+    char buf[64]; // the instruction's name, for error messages only (formatted when needed)
+    auto name = [&] { return collective_name(kind, arg, buf, sizeof buf); };
     uint32_t base = me->warp * 32, lanes = lanes_in_warp(w, me->warp);
     if (lanes < 32)
         w.fail(ERR_WARP, "%s at %s: warp %u has only %u threads (the block size is not a multiple of 32); all 32 lanes "
-                         "must execute it", name, site(file, line), me->warp, lanes);
+                         "must execute it", name(), site(file, line), me->warp, lanes);
     maybe_land(w);
+    // The common case in O(1): no other lane of the warp exited, waits at a barrier or in a plain
+    // warp op, and those in a collective wait in this one (same instruction, same call site).
+    // Anything else takes the lane scan below, which reports the first problem it finds.
+    uint32_t wi = me->warp, others = ~(1u << me->lane), in_tc = w.lanes_in_tc[wi];
+    const Worker::TcSite& at = w.tc_site[wi];
+    bool scan = ((w.lanes_exited[wi] | w.lanes_at_barrier[wi] | (w.lanes_waiting[wi] & ~in_tc)) & others) != 0 ||
+                (in_tc && (at.kind != kind || at.arg != arg || at.line != line || at.file != file));
     bool complete = true;
-    for (uint32_t l = 0; l < 32; l++) {
+    if (!scan) complete = (in_tc | ~others) == ~0u;
+    for (uint32_t l = 0; l < 32 && scan; l++) {
         const ThreadState& o = w.threads[base + l];
         if (&o == me) continue;
         if (o.state == T_EXITED)
-            w.fail(ERR_WARP, "%s at %s: lane %u has exited; all 32 lanes of the warp must execute it", name,
+            w.fail(ERR_WARP, "%s at %s: lane %u has exited; all 32 lanes of the warp must execute it", name(),
                    site(file, line), l);
         if (o.state == T_AT_BARRIER)
             w.fail(ERR_WARP, "diverged warp: lane %u reaches %s at %s while lane %u waits at __syncthreads() at %s",
-                   me->lane, name, site(file, line), l, site(o.bar_file, o.bar_line));
+                   me->lane, name(), site(file, line), l, site(o.bar_file, o.bar_line));
         if (o.state == T_AT_WARP && o.w_kind < TC_MMA_BF16 && !(o.w_mask >> me->lane & 1)) {
             // A warp op over other lanes (a half-warp shuffle, say): they come here after it.
             complete = false;
         } else if (o.state == T_AT_WARP) {
             bool same = o.w_kind == kind && o.w_arg == arg && o.w_line == line && o.w_file &&
-                        strcmp(o.w_file, file) == 0;
+                        (o.w_file == file || strcmp(o.w_file, file) == 0);
             if (!same) {
                 char obuf[64];
                 const char* other = collective_name(o.w_kind, o.w_arg, obuf, sizeof obuf);
                 w.fail(ERR_WARP, "diverged warp: lane %u reaches %s at %s while lane %u waits in %s at %s", me->lane,
-                       name, site(file, line), l, other, o.w_file ? site(o.w_file, o.w_line) : "a warp op");
+                       name(), site(file, line), l, other, o.w_file ? site(o.w_file, o.w_line) : "a warp op");
             }
         } else {
             complete = false;
@@ -343,11 +352,13 @@ static void collective(int kind, int arg, void* operands, const char* file, int 
     me->w_ptr = operands;
     me->state = T_AT_WARP;
     if (!complete) {
+        if (!w.lanes_in_tc[wi]) w.tc_site[wi] = Worker::TcSite{kind, arg, line, file};
+        w.lanes_waiting[wi] |= 1u << me->lane, w.lanes_in_tc[wi] |= 1u << me->lane;
         w.park();
         return;
     }
     if (kind == TC_LDMATRIX) {
-        ldmatrix_all(w, base, arg & 7, (arg & 8) != 0, name, site(file, line));
+        ldmatrix_all(w, base, arg & 7, (arg & 8) != 0, name(), site(file, line));
         w.cur = me;
     } else {
         mma_all(w, base, kind == TC_MMA_BF16);
