@@ -92,7 +92,10 @@ printf '%s\t%s\n' gpu-check.sh "runs everything on the GPU machine" bench_gpu_to
 count=$(find "$BUNDLE/tests" -type f | wc -l)
 size=$(du -sb "$BUNDLE" | cut -f1)
 echo "== packing $TARBALL ($count test executables, bitgrad, ${#EXAMPLES[@]} examples; $((size / 1024 / 1024)) MiB unpacked)"
-tar -C "$BUNDLE" -cf - . | xz -T0 -6 >"$TARBALL"
+# A fast preset with a 32 MiB dictionary: the test executables share most of their code (each
+# links the engine), and a dictionary that spans several of them finds it. Measured on this
+# bundle (309 MiB, 2 cores): 34 MiB in 24 s, against 49 MiB in 105 s for xz -6 (8 MiB dictionary).
+tar -C "$BUNDLE" -cf - . | xz -T0 --lzma2=preset=1,dict=32MiB >"$TARBALL"
 packed=$(stat -c %s "$TARBALL")
 echo "== $TARBALL: $((packed / 1024 / 1024)) MiB ($packed bytes; limit $LIMIT)"
 if [ "$packed" -gt "$LIMIT" ]; then

@@ -47,36 +47,41 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
          | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
         version.0, version.1
     );
-    for (name, source, kernels) in &files {
-        for arch in ARCHS {
-            let compiled = match nvrtc::compile(source, name, arch, &["--ptxas-options=-v"]) {
-                Ok(c) => c,
-                Err(e) => {
-                    failures.push(format!("{name} for {arch}: {e}"));
-                    continue;
-                }
-            };
-            let report = ptxas::parse(&compiled.log);
-            for k in kernels {
-                if !report.iter().any(|f| f.entry && f.name == *k) {
-                    failures.push(format!(
-                        "{name} for {arch}: kernel `{k}` is listed but ptxas compiled no such entry (log:\n{})",
-                        compiled.log
-                    ));
-                }
+    // Every (file, arch) compiles independently: spread them over the cores (NVRTC is thread-safe
+    // for separate programs), then report in the list's order.
+    let jobs: Vec<(&str, &str, &[&str], &str)> = files
+        .iter()
+        .flat_map(|(name, source, kernels)| ARCHS.map(|arch| (*name, *source, kernels.as_slice(), arch)))
+        .collect();
+    let compiled = compile_all(&jobs);
+    for ((name, _, kernels, arch), compiled) in jobs.iter().zip(compiled) {
+        let compiled = match compiled {
+            Ok(c) => c,
+            Err(e) => {
+                failures.push(format!("{name} for {arch}: {e}"));
+                continue;
             }
-            for f in &report {
-                let shown = if f.entry { f.name.clone() } else { format!("{} (device fn)", f.name) };
-                table += &format!(
-                    "| {name} | {shown} | {arch} | {} | {} | {} | {} | {} |\n",
-                    f.registers, f.smem, f.stack_frame, f.spill_stores, f.spill_loads
-                );
-                if f.spills() {
-                    failures.push(format!(
-                        "{name} for {arch}: `{}` spills ({} bytes stored, {} loaded with {} registers)",
-                        f.name, f.spill_stores, f.spill_loads, f.registers
-                    ));
-                }
+        };
+        let report = ptxas::parse(&compiled.log);
+        for k in kernels.iter() {
+            if !report.iter().any(|f| f.entry && f.name == *k) {
+                failures.push(format!(
+                    "{name} for {arch}: kernel `{k}` is listed but ptxas compiled no such entry (log:\n{})",
+                    compiled.log
+                ));
+            }
+        }
+        for f in &report {
+            let shown = if f.entry { f.name.clone() } else { format!("{} (device fn)", f.name) };
+            table += &format!(
+                "| {name} | {shown} | {arch} | {} | {} | {} | {} | {} |\n",
+                f.registers, f.smem, f.stack_frame, f.spill_stores, f.spill_loads
+            );
+            if f.spills() {
+                failures.push(format!(
+                    "{name} for {arch}: `{}` spills ({} bytes stored, {} loaded with {} registers)",
+                    f.name, f.spill_stores, f.spill_loads, f.registers
+                ));
             }
         }
     }
@@ -89,6 +94,30 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
         }
     }
     assert!(failures.is_empty(), "kernel build check failed:\n{}", failures.join("\n"));
+}
+
+/// `nvrtc::compile` with ptxas's report for each (file, source, kernels, arch), on every core.
+fn compile_all(jobs: &[(&str, &str, &[&str], &str)]) -> Vec<Result<nvrtc::Compiled, String>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len().max(1));
+    let mut results: Vec<_> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((name, source, _, arch)) = jobs.get(i) else { break done };
+                        let r = nvrtc::compile(source, name, arch, &["--ptxas-options=-v"]).map_err(|e| e.to_string());
+                        done.push((i, r));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// A compile error comes back as an error carrying NVRTC's log (what a kernel author needs), and

@@ -14,8 +14,10 @@
 //! main-loop iteration). Skips with the reason when NVRTC or nvdisasm is missing, unless
 //! `BITGRAD_REQUIRE_SASS=1` (scripts/test.sh sets it after installing both), which fails instead.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bitgrad_engine::gpu::cuda::{nvrtc, ptxas};
 use bitgrad_kernels::tc::{TcGemm, TC_KERNELS};
@@ -173,10 +175,43 @@ struct Row {
     local: usize,
 }
 
-fn check(nvdisasm: &Path, g: &TcGemm, l: &SmLimits, failures: &mut Vec<String>) -> Option<Row> {
+/// Each source file holding a tensor-core kernel, compiled once per arch (several kernels share
+/// a file), the compiles spread over the cores (NVRTC is thread-safe for separate programs).
+type Compiles = HashMap<(&'static str, &'static str), Result<nvrtc::Compiled, String>>;
+
+fn compile_sources() -> Compiles {
+    let mut jobs: Vec<(&'static str, &'static str, &'static str)> = Vec::new();
+    for g in TC_KERNELS {
+        let src = bitgrad_kernels::find_source(g.kernel).expect("a TC_KERNELS entry is compiled in");
+        for l in [SM80, SM90] {
+            if !jobs.iter().any(|j| (j.0, j.2) == (src.name, l.arch)) {
+                jobs.push((src.name, src.source, l.arch));
+            }
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    while let Some(&(name, source, arch)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let r = nvrtc::compile(source, name, arch, &["--ptxas-options=-v"]).map_err(|e| e.to_string());
+                        done.push(((name, arch), r));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    })
+}
+
+fn check(nvdisasm: &Path, compiles: &Compiles, g: &TcGemm, l: &SmLimits, failures: &mut Vec<String>) -> Option<Row> {
     let src = bitgrad_kernels::find_source(g.kernel).expect("a TC_KERNELS entry is compiled in");
     let what = format!("{} for {}", g.kernel, l.arch);
-    let compiled = match nvrtc::compile(src.source, src.name, l.arch, &["--ptxas-options=-v"]) {
+    let compiled = match &compiles[&(src.name, l.arch)] {
         Ok(c) => c,
         Err(e) => {
             failures.push(format!("{what}: {e}"));
@@ -264,6 +299,7 @@ fn tensor_core_kernels_use_hmma_ldsm_ldgsts_without_local_memory_at_two_blocks_p
             return;
         }
     };
+    let compiles = compile_sources();
     let mut failures = Vec::new();
     let mut table = String::from(
         "| kernel | arch | registers | smem (static + dynamic) | blocks/SM (limit) | HMMA per main-loop iteration | \
@@ -271,7 +307,7 @@ fn tensor_core_kernels_use_hmma_ldsm_ldgsts_without_local_memory_at_two_blocks_p
     );
     for g in TC_KERNELS {
         for l in [SM80, SM90] {
-            if let Some(r) = check(&nvdisasm, g, &l, &mut failures) {
+            if let Some(r) = check(&nvdisasm, &compiles, g, &l, &mut failures) {
                 table += &format!(
                     "| {} | {} | {} | {} + {} | {} ({}) | {} | {} | {} / {} | {} / {} | {} |\n",
                     g.kernel,
@@ -292,7 +328,14 @@ fn tensor_core_kernels_use_hmma_ldsm_ldgsts_without_local_memory_at_two_blocks_p
             }
         }
     }
-    println!("nvdisasm: {}\n\n{table}", nvdisasm.display());
+    let report = format!("nvdisasm: {}\n\n{table}", nvdisasm.display());
+    println!("{report}");
+    // Also kept beside the kernel build check's table (scripts/test.sh prints it in its log).
+    if let Some(out) = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().map(|t| t.join("sass-tc.md")) {
+        if let Err(e) = std::fs::write(&out, &report) {
+            println!("could not write {}: {e}", out.display());
+        }
+    }
     assert!(failures.is_empty(), "SASS check failed:\n{}", failures.join("\n"));
 }
 
