@@ -65,25 +65,18 @@ fn check_against_timm(names: &[&str], device: &str) {
     }
 }
 
+/// `bitgrad forward -w weights --input input -o out`, then `extra`.
+fn forward_args<'a>(weights: &'a Path, input: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["forward", "-w", s(weights), "--input", s(input), "-o", s(out)][..], extra].concat()
+}
+
 #[test]
 fn forward_on_the_gpu_device_and_labels_flag() {
     let (w, io_file) = (fixtures().join("tiny.safetensors"), fixtures().join("tiny_io.safetensors"));
     let want = load(&io_file);
     let out = tmp("gpu.safetensors");
     // f32: the default on a CUDA device of compute capability 8.0+ (the shim's) is bf16.
-    ok(&[
-        "forward",
-        "-w",
-        s(&w),
-        "--input",
-        s(&io_file),
-        "-o",
-        s(&out),
-        "--device",
-        &gpu_device(),
-        "--precision",
-        "f32",
-    ]);
+    ok(&forward_args(&w, &io_file, &out, &["--device", &gpu_device(), "--precision", "f32"]));
     assert!(rel(load(&out).get("logits").unwrap(), want.get("logits").unwrap()) < 1e-4);
     // --labels overrides the file: other labels, another loss.
     let labels: Vec<i64> = want.get("labels").unwrap().to_vec().unwrap();
@@ -173,24 +166,12 @@ fn precision_flag_defaults_and_bf16_logits() {
     let want = load(&io_file);
     for device in ["cpu".to_string(), gpu_device()] {
         let out = tmp(&format!("tiny_{device}_default.safetensors"));
-        ok(&["forward", "-w", s(&w), "--input", s(&io_file), "-o", s(&out), "--device", &device]);
+        ok(&forward_args(&w, &io_file, &out, &["--device", &device]));
         let default = if device.starts_with("cuda") { "bf16" } else { "f32" };
         assert_eq!(load(&out).metadata().get("bitgrad.precision").map(String::as_str), Some(default), "{device}");
 
         let out = tmp(&format!("tiny_{device}_bf16.safetensors"));
-        ok(&[
-            "forward",
-            "-w",
-            s(&w),
-            "--input",
-            s(&io_file),
-            "-o",
-            s(&out),
-            "--device",
-            &device,
-            "--precision",
-            "bf16",
-        ]);
+        ok(&forward_args(&w, &io_file, &out, &["--device", &device, "--precision", "bf16"]));
         let got = load(&out);
         assert_eq!(got.metadata().get("bitgrad.precision").map(String::as_str), Some("bf16"));
         let logits = got.get("logits").unwrap();
@@ -199,17 +180,7 @@ fn precision_flag_defaults_and_bf16_logits() {
         assert!(e < 3e-2, "{device}: bf16 logits are {e:e} (of the largest) off timm's f32 ones");
     }
     // A usage error (clap's exit code 2), with the reason.
-    let out = bitgrad(&[
-        "forward",
-        "-w",
-        s(&w),
-        "--input",
-        s(&io_file),
-        "-o",
-        s(&tmp("x.safetensors")),
-        "--precision",
-        "fp8",
-    ]);
+    let out = bitgrad(&forward_args(&w, &io_file, &tmp("x.safetensors"), &["--precision", "fp8"]));
     let e = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{e}");
     assert!(e.contains("unknown precision \"fp8\": expected bf16 or f32") && !e.contains("panicked"), "{e}");
