@@ -82,7 +82,7 @@ fn grad_impl(root: &Tensor, seed: &Tensor, mut on_final: Option<OnFinal<'_>>) ->
         )));
     }
     let _recording_off = no_grad();
-    let order = topo_order(root)?;
+    let mut order = topo_order(root)?;
     let mut uses = match on_final {
         Some(_) => leaf_uses(&order),
         None => HashMap::new(),
@@ -99,7 +99,11 @@ fn grad_impl(root: &Tensor, seed: &Tensor, mut on_final: Option<OnFinal<'_>>) ->
         return Ok(leaves);
     }
     pending.accumulate(root, seed.clone())?;
-    for t in order.iter().rev() {
+    // Taken off the end, so that the order's own handle on each tensor goes with it: once its
+    // node has run, every consumer has run before it, and nothing of the graph keeps the tensor
+    // (an activation) alive any more: memory shrinks as the pass goes, as PyTorch's does.
+    while let Some(t) = order.pop() {
+        let t = &t;
         let Some(node) = t.take_node() else { continue }; // another pass freed it meanwhile
         let Some(g) = pending.remove(t) else {
             // Nothing flowed here: still a use of its leaf inputs that is now done.
@@ -139,7 +143,8 @@ fn grad_impl(root: &Tensor, seed: &Tensor, mut on_final: Option<OnFinal<'_>>) ->
             super::profile::stop(timer, "(gradient accumulation)");
         }
         deliver_final(&node.inputs, &mut uses, &mut leaves, &mut on_final)?;
-        // `node` (the op and its saved tensors) is dropped here: memory is released as we go.
+        // `node` (the op and its saved tensors) and the order's handle on `t` are dropped here:
+        // memory is released as we go.
     }
     Ok(leaves)
 }
