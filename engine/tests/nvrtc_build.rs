@@ -9,6 +9,7 @@
 //! Without them the test prints why and passes, unless `REQUIRE_NVRTC=1` (as in CI).
 
 use bitgrad_engine::gpu::cuda::{libs::Lib, nvrtc, ptxas};
+use rayon::prelude::*;
 
 const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 
@@ -53,7 +54,10 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
         .iter()
         .flat_map(|(name, source, kernels)| ARCHS.map(|arch| (*name, *source, kernels.as_slice(), arch)))
         .collect();
-    let compiled = compile_all(&jobs);
+    let compiled: Vec<_> = jobs
+        .par_iter()
+        .map(|(name, source, _, arch)| nvrtc::compile(source, name, arch, &["--ptxas-options=-v"]))
+        .collect();
     for ((name, _, kernels, arch), compiled) in jobs.iter().zip(compiled) {
         let compiled = match compiled {
             Ok(c) => c,
@@ -94,30 +98,6 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
         }
     }
     assert!(failures.is_empty(), "kernel build check failed:\n{}", failures.join("\n"));
-}
-
-/// `nvrtc::compile` with ptxas's report for each (file, source, kernels, arch), on every core.
-fn compile_all(jobs: &[(&str, &str, &[&str], &str)]) -> Vec<Result<nvrtc::Compiled, String>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len().max(1));
-    let mut results: Vec<_> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((name, source, _, arch)) = jobs.get(i) else { break done };
-                        let r = nvrtc::compile(source, name, arch, &["--ptxas-options=-v"]).map_err(|e| e.to_string());
-                        done.push((i, r));
-                    }
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// A compile error comes back as an error carrying NVRTC's log (what a kernel author needs), and

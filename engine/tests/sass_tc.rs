@@ -17,10 +17,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bitgrad_engine::gpu::cuda::{nvrtc, ptxas};
 use bitgrad_kernels::tc::{TcGemm, TC_KERNELS};
+use rayon::prelude::*;
 
 /// Per-SM resources that bound occupancy (CUDA C Programming Guide, "Compute Capabilities").
 #[derive(Debug, Clone, Copy)]
@@ -189,23 +189,11 @@ fn compile_sources() -> Compiles {
             }
         }
     }
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    while let Some(&(name, source, arch)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let r = nvrtc::compile(source, name, arch, &["--ptxas-options=-v"]).map_err(|e| e.to_string());
-                        done.push(((name, arch), r));
-                    }
-                    done
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
-    })
+    jobs.par_iter()
+        .map(|&(name, source, arch)| {
+            ((name, arch), nvrtc::compile(source, name, arch, &["--ptxas-options=-v"]).map_err(|e| e.to_string()))
+        })
+        .collect()
 }
 
 fn check(nvdisasm: &Path, compiles: &Compiles, g: &TcGemm, l: &SmLimits, failures: &mut Vec<String>) -> Option<Row> {

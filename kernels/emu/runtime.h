@@ -96,7 +96,8 @@ struct Worker {
     std::vector<ThreadState> threads;
     std::vector<ThreadState*> queue; // ring buffer of runnable threads
     // Per warp of the running block, one bit per lane: lanes parked in a warp op or tensor-core
-    // collective, the subset parked in a tensor-core collective, and lanes that exited. They let
+    // collective, the subset parked in a tensor-core collective, lanes that exited, and lanes
+    // waiting at __syncthreads (cleared in Worker::push, reset per block). They let
     // an arriving lane see in O(1) whether its op completes or its warp has diverged; the lane
     // scans (and their error messages) run only when a mask says they will find something.
     std::vector<uint32_t> lanes_waiting, lanes_in_tc, lanes_exited, lanes_at_barrier;
