@@ -4,13 +4,14 @@
 //! with ours so that both see the same machine load).
 //!
 //! Run: `cargo run --release --example bench_conv [-- --python PATH] [--reps N] [--only LABEL-PART] [--min]
-//! [--isa scalar|avx2|avx512] [--cpu-time] [--size 224] [--bf16]` (`--isa` forces a lower instruction-set level for
+//! [--isa scalar|avx2|avx512|avx512bf16] [--cpu-time] [--size 224] [--bf16]` (`--isa` forces a lower instruction-set level for
 //! bitgrad's own kernels; the FMA peak the totals are compared with is measured at that level).
 //!
 //! `--bf16` times the mixed-precision convolution a model trained with `--precision bf16` runs:
 //! `std_conv2d` on bf16 channels-last activations with the f32 master weight (no weight
 //! standardization: the bf16 rounding and packing of the weight are timed, WS is not) — on
-//! AMX CPUs the AMX kernels, whose roof is the measured `tdpbf16ps` rate — against PyTorch's
+//! AMX CPUs the AMX kernels, whose roof is the measured `tdpbf16ps` rate, on AVX512-BF16 CPUs
+//! the `vdpbf16ps` kernels, against the measured `vdpbf16ps` rate — against PyTorch's
 //! bf16 channels-last convolution (oneDNN; its weight is converted to bf16 once, untimed).
 //! (`--python` or `BITGRAD_PYTHON` picks the interpreter that has torch; default `python3`).
 //! The thread count is rayon's (`RAYON_NUM_THREADS`, default: all cores); torch gets the same.
@@ -285,9 +286,13 @@ fn main() -> Result<()> {
     }
     let active = bitgrad::engine::cpu::isa::active();
     let bf16 = std::env::args().any(|a| a == "--bf16");
-    let amx_peak = bitgrad::ops::bf16_gemm::amx::peak_gflops().filter(|_| bf16);
-    let (roof, peak) = match amx_peak {
-        Some(p) => ("tdpbf16ps", p * threads as f64),
+    // The roof of what the convolutions run: the bf16 instruction they take here, else FMA.
+    use bitgrad::ops::bf16_gemm::{amx, dot};
+    let bf16_peak = bf16
+        .then(|| amx::peak_gflops().map(|p| ("tdpbf16ps", p)).or_else(|| dot::peak_gflops().map(|p| ("vdpbf16ps", p))))
+        .flatten();
+    let (roof, peak) = match bf16_peak {
+        Some((name, p)) => (name, p * threads as f64),
         None => ("FMA", bitgrad::ops::conv2d::fma_peak_gflops(active) * threads as f64),
     };
     println!(

@@ -115,19 +115,19 @@ fn tracks_f32(device: Device) {
     let report = autograd::profile::report();
     autograd::profile::enable(false);
     let calls = |name: &str| report.iter().find(|r| r.0 == name).map_or(0, |r| r.1);
-    // On the CPU, the convolutions with channels in multiples of 32 run on AMX where the CPU has
-    // it (9 of the 17), and the group norms between them stay channels-last bf16 (6). Without
-    // AMX the model stays NCHW, but a 1×1 map is both layouts at once: the 5 group norms on
+    // On the CPU, the convolutions with channels in multiples of 32 run on AMX or AVX512-BF16
+    // where the CPU has either (9 of the 17), and the group norms between them stay
+    // channels-last bf16 (6). Without them the model stays NCHW, but a 1×1 map is both layouts at once: the 5 group norms on
     // 1×1 maps (16 px input: stage 3's third, stage 4's three, the final norm) take the NHWC
     // node there too — the same values, without the f32 round trip.
-    let amx_cpu = !device.is_gpu() && isa::active() >= Isa::Amx;
-    let (tc, amx, nhwc) = match (device.is_gpu(), amx_cpu) {
+    let bf16_cpu = !device.is_gpu() && isa::active() >= Isa::Avx512Bf16;
+    let (tc, cpu_bf16, nhwc) = match (device.is_gpu(), bf16_cpu) {
         (true, _) => (17, 0, 13),
         (false, true) => (0, 9, 6),
         (false, false) => (0, 0, 5),
     };
     assert_eq!(calls("std_conv2d (tensor cores, bf16)"), tc, "{device}: {report:?}");
-    assert_eq!(calls("std_conv2d (amx, bf16)"), amx, "{device}: {report:?}");
+    assert_eq!(calls("std_conv2d (cpu, bf16)"), cpu_bf16, "{device}: {report:?}");
     assert_eq!(calls("group_norm (nhwc bf16)"), nhwc, "{device}: {report:?}");
     if device.is_gpu() {
         assert_eq!(calls("conv2d"), 0, "no convolution fell back to the f32 kernels: {report:?}");

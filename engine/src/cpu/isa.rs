@@ -6,7 +6,9 @@
 //! [`force`]) so that every level the machine has can be tested and timed against the others.
 //!
 //! Levels, lowest first: `scalar` (plain Rust, any CPU), `avx2` (AVX2 + FMA), `avx512`
-//! (AVX-512 F/BW/DQ/VL), `amx` (AVX-512 plus AMX-BF16 tiles). A level above what the CPU has
+//! (AVX-512 F/BW/DQ/VL), `avx512bf16` (AVX-512 plus the bf16 dot product `vdpbf16ps`: Zen 4,
+//! Cooper Lake), `amx` (AVX512-BF16 plus AMX-BF16 tiles: Sapphire Rapids and later, which all
+//! have AVX512-BF16). Only the bf16 convolutions tell the two top levels from `avx512`. A level above what the CPU has
 //! cannot be forced: [`parse_forced`] says why, and the library falls back to the detected level
 //! with one warning on stderr (the CLI refuses to start instead).
 //!
@@ -27,12 +29,13 @@ pub enum Isa {
     Scalar = 1,
     Avx2 = 2,
     Avx512 = 3,
-    Amx = 4,
+    Avx512Bf16 = 4,
+    Amx = 5,
 }
 
 impl Isa {
     /// Every level, lowest first.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx];
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx];
 
     /// The name `BITGRAD_CPU_ISA` takes.
     pub fn name(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512bf16",
             Isa::Amx => "amx",
         }
     }
@@ -70,8 +74,11 @@ pub fn detected() -> Isa {
 fn detect() -> Isa {
     use std::arch::is_x86_feature_detected as has;
     let avx512 = has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") && has!("fma");
-    if avx512 && amx_usable() {
+    let avx512_bf16 = avx512 && has!("avx512bf16");
+    if avx512_bf16 && amx_usable() {
         Isa::Amx
+    } else if avx512_bf16 {
+        Isa::Avx512Bf16
     } else if avx512 {
         Isa::Avx512
     } else if has!("avx2") && has!("fma") {
@@ -139,10 +146,9 @@ pub fn record_gemm() {
 /// Parses a `BITGRAD_CPU_ISA` value against this CPU: the level, or why it cannot be used.
 pub fn parse_forced(value: &str) -> Result<Isa, String> {
     let v = value.trim().to_ascii_lowercase();
-    let isa = Isa::ALL
-        .into_iter()
-        .find(|i| i.name() == v)
-        .ok_or_else(|| format!("BITGRAD_CPU_ISA={value:?} is not a level: use one of scalar, avx2, avx512, amx"))?;
+    let isa = Isa::ALL.into_iter().find(|i| i.name() == v).ok_or_else(|| {
+        format!("BITGRAD_CPU_ISA={value:?} is not a level: use one of scalar, avx2, avx512, avx512bf16, amx")
+    })?;
     if isa > detected() {
         return Err(format!(
             "BITGRAD_CPU_ISA={value} asks for more than this CPU has (it supports up to {})",
@@ -207,8 +213,8 @@ pub enum Family {
     WeightStd,
     /// SGD with momentum.
     Sgd,
-    /// The bf16 convolutions on AMX tiles (`--precision bf16`); without AMX, bf16
-    /// convolutions compute on the f32 kernels above.
+    /// The bf16 convolutions (`--precision bf16`) on AMX tiles or on AVX512-BF16's
+    /// `vdpbf16ps`; below `avx512bf16`, bf16 convolutions compute on the f32 kernels above.
     ConvBf16,
 }
 
@@ -230,6 +236,7 @@ impl Family {
     /// The highest level this family has kernels for.
     pub fn top(self) -> Isa {
         match self {
+            // The f32 kernels have nothing to gain from the bf16 instructions.
             Family::ConvDirect => Isa::Avx512,
             Family::Gemm => Isa::Avx512,
             Family::GroupNorm | Family::WeightStd | Family::Sgd => Isa::Avx2,
@@ -247,10 +254,10 @@ impl Family {
     }
 
     /// What [`report`] prints for a family that has not run: its planned level, or for the bf16
-    /// convolutions below `amx`, that they would compute on the f32 kernels.
+    /// convolutions below `avx512bf16`, that they would compute on the f32 kernels.
     fn planned_text(self) -> String {
         match self {
-            Family::ConvBf16 if active() < Isa::Amx => "f32 kernels".to_string(),
+            Family::ConvBf16 if active() < Isa::Avx512Bf16 => "f32 kernels".to_string(),
             _ => self.planned().name().to_string(),
         }
     }

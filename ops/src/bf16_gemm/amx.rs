@@ -118,9 +118,9 @@ pub fn block_emulated(c: &mut [f32], ldc: usize, accumulate: bool, a: &[u16], b:
     }
 }
 
-fn check_block(c: &[f32], ldc: usize, a: &[u16], b: &[u16], ksteps: usize) {
-    assert!(ldc >= 32 && c.len() >= 31 * ldc + 32, "amx block: C is 32 rows of 32, {ldc} apart");
-    assert!(a.len() >= ksteps * 2 * TILE_LEN && b.len() >= ksteps * 2 * TILE_LEN, "amx block: short panels");
+pub(crate) fn check_block(c: &[f32], ldc: usize, a: &[u16], b: &[u16], ksteps: usize) {
+    assert!(ldc >= 32 && c.len() >= 31 * ldc + 32, "bf16 block: C is 32 rows of 32, {ldc} apart");
+    assert!(a.len() >= ksteps * 2 * TILE_LEN && b.len() >= ksteps * 2 * TILE_LEN, "bf16 block: short panels");
 }
 
 std::thread_local! {

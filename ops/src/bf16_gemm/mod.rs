@@ -25,9 +25,10 @@
 //! the instructions exist (vdpbf16ps runs on AVX512-BF16 machines, tdpbf16ps on AMX machines;
 //! each skips with its reason elsewhere).
 //!
-//! The AMX convolutions (`crate::conv2d::amx`) run on [`amx::block_hardware`] /
-//! [`amx::block_emulated`], the 32 × 32 register block built from the same instruction and
-//! emulation; [`gemm`] here is the plain blocking the instruction tests use.
+//! The bf16 convolutions (`crate::conv2d::bf16_tiles`) run on a 32 × 32 register block over
+//! packed operands in AMX's tile layouts, built from either instruction and its emulation
+//! ([`amx::block_hardware`] / [`amx::block_emulated`], [`dot::block_hardware`] /
+//! [`dot::block_emulated`]); [`gemm`] here is the plain blocking the instruction tests use.
 
 pub mod amx;
 pub mod dot;

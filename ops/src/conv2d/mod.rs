@@ -62,7 +62,7 @@
 //! in f32 and round each output (y, dx, dW) once, so the two devices agree to within one rounding
 //! of the half dtype (the f32 sums differ only in their order). Integer dtypes are an error.
 
-pub(crate) mod amx;
+pub(crate) mod bf16_tiles;
 mod columns;
 mod cpu;
 mod direct;

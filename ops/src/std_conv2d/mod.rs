@@ -13,20 +13,21 @@
 //!     and in the backward the dgrad (bf16 dx) and the split-K wgrad (f32 dŵ) followed by WS's
 //!     backward in f32. x is made channels-last once (a recorded conversion, nothing when it
 //!     already is) and viewed as NHWC without a copy; the output is channels-last.
-//!   - On the CPU, when it has AMX-BF16 and the kernels take the shape (one group, input and
-//!     output channels multiples of 32), one autograd node ([`amx`]) does the same on AMX tiles:
-//!     WS in f32, ŵ rounded to bf16 as it is packed, channels-last implicit-GEMM fprop, dgrad
-//!     and wgrad with f32 accumulation (`crate::conv2d::amx`), WS's backward in f32.
-//!   - Anything else (a CPU without AMX, shapes the kernels refuse): f32 arithmetic — `conv2d(x as f32,
+//!   - On the CPU, when it has AMX-BF16 or AVX512-BF16 and the kernels take the shape (one
+//!     group, input and output channels multiples of 32), one autograd node ([`cpu_bf16`]) does
+//!     the same on AMX tiles or with `vdpbf16ps`: WS in f32, ŵ rounded to bf16 as it is packed,
+//!     channels-last implicit-GEMM fprop, dgrad and wgrad with f32 accumulation
+//!     (`crate::conv2d::bf16_tiles`), WS's backward in f32.
+//!   - Anything else (a CPU with neither, shapes the kernels refuse): f32 arithmetic — `conv2d(x as f32,
 //!     weight_std(w))` rounded to bf16, all recorded — so both routes keep the f32 master and
 //!     differ only in where bf16 rounding happens.
 //!
 //! The standardization is BiT's (bit-spec §2.1): per output filter over C·kh·kw, biased
 //! variance, ε inside the square root.
 
-mod amx;
+mod cpu_bf16;
 #[cfg(test)]
-mod amx_tests;
+mod cpu_bf16_tests;
 #[cfg(test)]
 mod gpu_tests;
 mod tc;
@@ -62,7 +63,7 @@ pub fn std_conv2d(x: &Tensor, w: &Tensor, ws_eps: Option<f64>, p: &Conv2dParams)
     if let Some(run) = tc::plan(x, w, p) {
         return run.forward(x, w, ws_eps);
     }
-    if let Some(run) = amx::plan(x, w, p) {
+    if let Some(run) = cpu_bf16::plan(x, w, p) {
         return run.forward(x, w, ws_eps);
     }
     conv2d(&x.to_dtype(DType::F32)?, &effective(w)?, None, p)?.to_dtype(DType::BF16)

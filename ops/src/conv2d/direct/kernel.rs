@@ -57,7 +57,7 @@ pub(crate) struct Tile<'a> {
 /// The register block and vector width for `isa`: `(MR, lanes)`.
 pub(crate) fn blocking(isa: Isa) -> (usize, usize) {
     match isa {
-        Isa::Avx512 | Isa::Amx => (12, 16),
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => (12, 16),
         Isa::Avx2 => (6, 8),
         Isa::Scalar => (6, 8),
     }
@@ -73,7 +73,7 @@ pub(crate) fn blocking(isa: Isa) -> (usize, usize) {
 pub(crate) unsafe fn run(isa: Isa, t: &Tile) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Amx => tile_avx512(t),
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => tile_avx512(t),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => tile_avx2(t),
         _ => tile_scalar(t),

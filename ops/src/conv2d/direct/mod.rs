@@ -145,7 +145,7 @@ fn pick_isa(isa: Isa, fits: impl Fn(Isa) -> bool) -> Option<Isa> {
     }
     match isa {
         _ if fits(isa) => Some(isa),
-        Isa::Avx512 | Isa::Amx if fits(Isa::Avx2) => Some(Isa::Avx2),
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx if fits(Isa::Avx2) => Some(Isa::Avx2),
         _ => None,
     }
 }

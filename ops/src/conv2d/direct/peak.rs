@@ -24,7 +24,7 @@ pub fn fma_peak_gflops(isa: Isa) -> f64 {
             let sink = unsafe {
                 match isa {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 | Isa::Amx => fma_avx512(iters),
+                    Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => fma_avx512(iters),
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 => fma_avx2(iters),
                     _ => fma_loop::<Scalar>(iters),
@@ -32,7 +32,7 @@ pub fn fma_peak_gflops(isa: Isa) -> f64 {
             };
             std::hint::black_box(sink);
             let lanes = match isa {
-                Isa::Avx512 | Isa::Amx => 16,
+                Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => 16,
                 _ => 8,
             };
             (iters * CHAINS * lanes * 2) as f64 / t.elapsed().as_secs_f64() / 1e9

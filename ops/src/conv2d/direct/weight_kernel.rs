@@ -53,7 +53,7 @@ pub(crate) struct WeightTile {
 /// Output channels per tile and lanes per vector for `isa`: `(MO, L)`.
 pub(crate) fn blocking(isa: Isa) -> (usize, usize) {
     match isa {
-        Isa::Avx512 | Isa::Amx => (8, 16),
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => (8, 16),
         // 3 × 3 accumulators + 3 input vectors + a broadcast fit AVX2's 16 registers; 4 × 3
         // spilled one vector per pixel.
         Isa::Avx2 | Isa::Scalar => (3, 8),
@@ -69,7 +69,7 @@ pub(crate) fn blocking(isa: Isa) -> (usize, usize) {
 pub(crate) unsafe fn run(isa: Isa, t: &WeightTile) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Amx => tile_avx512(t),
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => tile_avx512(t),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => tile_avx2(t),
         _ => body::<Scalar, 3>(t),

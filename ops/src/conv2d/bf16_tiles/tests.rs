@@ -1,6 +1,8 @@
-//! The AMX passes against an f64 reference of the same bf16 operands (every shape kind: batch
-//! pixels not a multiple of 32, stride 2, asymmetric padding, dilation, 1×1), the emulation
-//! against the instruction bit for bit where AMX exists, and independence from the thread count.
+//! The bf16 passes against an f64 reference of the same bf16 operands (every shape kind: batch
+//! pixels not a multiple of 32, stride 2 — whose input gradient runs per residue class, some
+//! classes reached by no tap —, asymmetric padding, dilation, 1×1) through both
+//! instruction families' emulations, each emulation against its instruction bit for bit where
+//! the CPU has it (AMX, AVX512-BF16), and independence from the thread count.
 
 use super::*;
 use crate::bf16_gemm::{from_bf16, to_bf16};
@@ -25,6 +27,8 @@ fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
         ([1, 32, 6, 6], [32, 32, 3, 3], Conv2dParams::new(1, 2).with_dilation(2)),
         ([2, 32, 6, 5], [32, 32, 3, 3], Conv2dParams::default().with_stride(2).with_padding_sides(0, 1, 0, 1)),
         ([1, 64, 3, 3], [64, 64, 1, 1], Conv2dParams::default()),
+        // Stride 2 with dilation 2: each input class is reached by every tap or by none.
+        ([1, 32, 7, 8], [32, 32, 3, 3], Conv2dParams::new(2, 2).with_dilation(2)),
     ]
 }
 
@@ -100,7 +104,7 @@ fn bf(v: &[u16]) -> Vec<f32> {
 fn run_all(tiles: Tiles, c: &Case) -> (Vec<u16>, Vec<u16>, Vec<f32>) {
     let w = round_weight(tiles, &oihw(&c.w, &c.g), &c.g);
     let y = fprop(tiles, &c.x, &pack_weight_fprop(&w, &c.g), &c.g);
-    let dx = dgrad(tiles, &c.dy, &pack_weight_dgrad(&w, &c.g), &c.g);
+    let dx = dgrad(tiles, &c.dy, &w, &c.g);
     let dw = wgrad(tiles, &c.dy, &c.x, &c.g);
     assert_eq!(oihw(&dw.krsc(), &c.g), dw.oihw(), "the two orders of dW agree");
     (y, dx, dw.krsc())
@@ -132,42 +136,49 @@ fn emulated_passes_match_the_f64_reference() {
                 }
             }
         }
-        let (gy, gdx, gdw) = run_all(Tiles::Emulated, &c);
-        check(&format!("case {i} y"), &bf(&gy), &y, &ys, taps * ci, true);
-        check(&format!("case {i} dx"), &bf(&gdx), &dx, &dxs, taps * k, true);
-        check(&format!("case {i} dw"), &gdw, &dw, &dws, g.batch * g.p(), false);
+        for tiles in [Tiles::AmxEmulated, Tiles::DotEmulated] {
+            let (gy, gdx, gdw) = run_all(tiles, &c);
+            check(&format!("{tiles:?} case {i} y"), &bf(&gy), &y, &ys, taps * ci, true);
+            check(&format!("{tiles:?} case {i} dx"), &bf(&gdx), &dx, &dxs, taps * k, true);
+            check(&format!("{tiles:?} case {i} dw"), &gdw, &dw, &dws, g.batch * g.p(), false);
+        }
     }
 }
 
 #[test]
 fn hardware_matches_the_emulation_bit_for_bit() {
-    let Some(hw) = Tiles::hardware() else {
-        eprintln!("skipped: this CPU cannot run tdpbf16ps (no AMX-BF16, or BITGRAD_CPU_ISA is lower)");
-        return;
-    };
-    for i in 0..cases().len() {
-        let c = case(i);
-        let (ey, edx, edw) = run_all(Tiles::Emulated, &c);
-        let (hy, hdx, hdw) = run_all(hw, &c);
-        assert_eq!(ey, hy, "case {i}: y");
-        assert_eq!(edx, hdx, "case {i}: dx");
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&edw), bits(&hdw), "case {i}: dw");
+    let all = Tiles::all_hardware();
+    if all.is_empty() {
+        eprintln!("skipped: this CPU runs neither tdpbf16ps nor vdpbf16ps (no AMX-BF16 or AVX512-BF16, or BITGRAD_CPU_ISA is lower)");
+    }
+    for hw in all {
+        for i in 0..cases().len() {
+            let c = case(i);
+            let (ey, edx, edw) = run_all(hw.emulation(), &c);
+            let (hy, hdx, hdw) = run_all(hw, &c);
+            assert_eq!(ey, hy, "{hw:?} case {i}: y");
+            assert_eq!(edx, hdx, "{hw:?} case {i}: dx");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&edw), bits(&hdw), "{hw:?} case {i}: dw");
+        }
     }
 }
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    let tiles = Tiles::hardware().unwrap_or(Tiles::Emulated);
+    let mut all = Tiles::all_hardware();
+    all.extend([Tiles::AmxEmulated, Tiles::DotEmulated]);
     let c = case(0);
-    let many = run_all(tiles, &c);
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| run_all(tiles, &c));
-    assert!(
-        many.0 == one.0 && many.1 == one.1,
-        "y or dx differ between 1 and {} threads",
-        rayon::current_num_threads()
-    );
-    assert!(many.2.iter().zip(&one.2).all(|(a, b)| a.to_bits() == b.to_bits()), "dw differs");
+    for tiles in all {
+        let many = run_all(tiles, &c);
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| run_all(tiles, &c));
+        assert!(
+            many.0 == one.0 && many.1 == one.1,
+            "{tiles:?}: y or dx differ between 1 and {} threads",
+            rayon::current_num_threads()
+        );
+        assert!(many.2.iter().zip(&one.2).all(|(a, b)| a.to_bits() == b.to_bits()), "{tiles:?}: dw differs");
+    }
 }
 
 #[test]
@@ -177,7 +188,7 @@ fn weight_gradient_chunks_carry_the_sums() {
     let g = Geom::new(&xd, &wd, &p).unwrap();
     assert!(wgrad_chunk(&g) < g.batch * g.p(), "the test needs two chunks");
     let Some(tiles) = Tiles::hardware() else {
-        eprintln!("skipped: the emulation is too slow for {} pixels without AMX", g.batch * g.p());
+        eprintln!("skipped: the emulations are too slow for {} pixels without AMX or AVX512-BF16", g.batch * g.p());
         return;
     };
     let x = rand_bf16(g.batch * g.hw() * g.c, 5);

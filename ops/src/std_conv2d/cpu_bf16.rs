@@ -1,12 +1,13 @@
-//! The AMX route of [`super::std_conv2d`] on the CPU: bf16 channels-last activations, the f32
-//! master weight standardized in f32 and rounded to bf16 as it is packed into AMX's tile layout
-//! (once per forward), the fprop / dgrad / wgrad passes of `crate::conv2d::amx`, and WS's
-//! backward in f32 — one autograd node, the CPU twin of the tensor-core route (`tc.rs`).
+//! The bf16 route of [`super::std_conv2d`] on the CPU: bf16 channels-last activations, the f32
+//! master weight standardized in f32 and rounded to bf16 as it is packed into the tile layout
+//! (once per forward), the fprop / dgrad / wgrad passes of `crate::conv2d::bf16_tiles` on AMX or
+//! AVX512-BF16, and WS's backward in f32 — one autograd node, the CPU twin of the tensor-core
+//! route (`tc.rs`).
 
 use bitgrad_engine::{BackwardOp, DType, Device, MemoryFormat, Result, Tensor};
 use half::bf16;
 
-use crate::conv2d::amx::{self, Tiles};
+use crate::conv2d::bf16_tiles::{self, Tiles};
 use crate::conv2d::params::Geom;
 use crate::conv2d::Conv2dParams;
 use crate::weight_std::cpu as ws;
@@ -15,13 +16,14 @@ use crate::weight_std::cpu as ws;
 const TO_NHWC: [usize; 4] = [0, 2, 3, 1];
 const TO_NCHW: [usize; 4] = [0, 3, 1, 2];
 
-/// One convolution the AMX kernels take, and which tiles run it.
+/// One convolution the bf16 kernels take, and which instructions run it.
 pub(super) struct Plan {
     g: Geom,
     tiles: Tiles,
 }
 
-/// The plan for bf16 `x` and f32 `w` on the CPU when this CPU has AMX and the kernels take the
+/// The plan for bf16 `x` and f32 `w` on the CPU when this CPU has AMX or AVX512-BF16 (the
+/// fastest is taken) and the kernels take the
 /// shape (one group, channels in multiples of 32); `None` otherwise.
 pub(super) fn plan(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Option<Plan> {
     plan_with(x, w, p, Tiles::hardware()?)
@@ -33,7 +35,7 @@ pub(super) fn plan_with(x: &Tensor, w: &Tensor, p: &Conv2dParams, tiles: Tiles) 
         return None;
     }
     let g = Geom::new(x.dims(), w.dims(), p).ok()?;
-    amx::takes(&g).then_some(Plan { g, tiles })
+    bf16_tiles::takes(&g).then_some(Plan { g, tiles })
 }
 
 fn bits(v: &[bf16]) -> &[u16] {
@@ -58,21 +60,21 @@ impl Plan {
         let (w_hat, rstd, w_bf16) = w.detach().contiguous()?.with_cpu_slice::<f32, _>(|v| match ws_eps {
             Some(eps) => {
                 let (w_hat, rstd) = ws::forward(v, g.o, eps);
-                let w_bf16 = amx::round_weight(self.tiles, &w_hat, &g);
+                let w_bf16 = bf16_tiles::round_weight(self.tiles, &w_hat, &g);
                 (Some(w_hat), Some(rstd), w_bf16)
             }
-            None => (None, None, amx::round_weight(self.tiles, v, &g)),
+            None => (None, None, bf16_tiles::round_weight(self.tiles, v, &g)),
         })?;
-        let packed = amx::pack_weight_fprop(&w_bf16, &g);
-        let y = x_nhwc.with_cpu_slice::<bf16, _>(|xs| amx::fprop(self.tiles, bits(xs), &packed, &g))?;
+        let packed = bf16_tiles::pack_weight_fprop(&w_bf16, &g);
+        let y = x_nhwc.with_cpu_slice::<bf16, _>(|xs| bf16_tiles::fprop(self.tiles, bits(xs), &packed, &g))?;
         let y = Tensor::from_vec(from_bits(y), [g.batch, g.oh, g.ow, g.o], Device::Cpu)?.permute(&TO_NCHW)?;
-        Ok(y.record(&[&xcl, w], StdConv2dAmxBackward { plan: self, x: x_nhwc, w_hat, w_bf16, rstd }))
+        Ok(y.record(&[&xcl, w], StdConv2dCpuBf16Backward { plan: self, x: x_nhwc, w_hat, w_bf16, rstd }))
     }
 }
 
 /// Saved: the NHWC input, the standardized weight ŵ in f32 (OIHW; with WS) and in bf16 (KRSC),
 /// and WS's r per output channel.
-struct StdConv2dAmxBackward {
+struct StdConv2dCpuBf16Backward {
     plan: Plan,
     x: Tensor,
     w_hat: Option<Vec<f32>>,
@@ -81,24 +83,23 @@ struct StdConv2dAmxBackward {
     rstd: Option<Vec<f32>>,
 }
 
-impl BackwardOp for StdConv2dAmxBackward {
+impl BackwardOp for StdConv2dCpuBf16Backward {
     fn name(&self) -> &'static str {
-        "std_conv2d (amx, bf16)"
+        "std_conv2d (cpu, bf16)"
     }
 
     fn backward(&self, inputs: &[Tensor], _y: &Tensor, gy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (g, tiles) = (&self.plan.g, self.plan.tiles);
         let gy = nhwc(&gy.to_dtype(DType::BF16)?)?;
         let dx = if inputs[0].requires_grad() {
-            let packed = amx::pack_weight_dgrad(&self.w_bf16, g);
-            let dx = gy.with_cpu_slice::<bf16, _>(|d| amx::dgrad(tiles, bits(d), &packed, g))?;
+            let dx = gy.with_cpu_slice::<bf16, _>(|d| bf16_tiles::dgrad(tiles, bits(d), &self.w_bf16, g))?;
             Some(Tensor::from_vec(from_bits(dx), [g.batch, g.h, g.w, g.c], Device::Cpu)?.permute(&TO_NCHW)?)
         } else {
             None
         };
         let dw = if inputs[1].requires_grad() {
             let dw_hat = gy.with_cpu_slice::<bf16, _>(|d| {
-                self.x.with_cpu_slice::<bf16, _>(|x| amx::wgrad(tiles, bits(d), bits(x), g))
+                self.x.with_cpu_slice::<bf16, _>(|x| bf16_tiles::wgrad(tiles, bits(d), bits(x), g))
             })??;
             let dw_hat = dw_hat.oihw();
             let dw = match (&self.w_hat, &self.rstd) {

@@ -1,14 +1,15 @@
-//! std_conv2d's AMX node on the CPU: the emulated tiles on every machine, and the instruction
-//! where AMX exists, held to the same bf16 bounds as the tensor-core node (see `gpu_tests.rs`)
-//! against the f64 composition; std_conv2d takes the node whenever the CPU runs AMX.
+//! std_conv2d's bf16 node on the CPU: both instruction families' emulations on every machine,
+//! and the instructions where the CPU has them (AMX, AVX512-BF16), held to the same bf16 bounds
+//! as the tensor-core node (see `gpu_tests.rs`) against the f64 composition; std_conv2d takes
+//! the node whenever the CPU runs one of them, the fastest.
 
 use bitgrad_engine::cpu::isa::{self, Family, Isa};
 use bitgrad_engine::{autograd, DType, MemoryFormat, Tensor};
 
-use super::amx::plan_with;
+use super::cpu_bf16::plan_with;
 use super::gpu_tests::{reference, within, WS_EPS};
 use super::std_conv2d;
-use crate::conv2d::amx::Tiles;
+use crate::conv2d::bf16_tiles::Tiles;
 use crate::conv2d::Conv2dParams;
 use crate::testing::{l2_rel, randn_as};
 
@@ -30,7 +31,7 @@ fn run(tiles: Tiles, (name, xd, k, ks, p, ws, channels_last): Case) {
     let x = if channels_last { x16.to_memory_format(MemoryFormat::ChannelsLast).unwrap() } else { x16.clone() };
     let x = x.requires_grad_(true);
     let w = w32.detach().requires_grad_(true);
-    let plan = plan_with(&x, &w, &p, tiles).unwrap_or_else(|| panic!("{name}: the AMX kernels take it"));
+    let plan = plan_with(&x, &w, &p, tiles).unwrap_or_else(|| panic!("{name}: the bf16 kernels take it"));
     let y = plan.forward(&x, &w, ws).unwrap();
     assert_eq!(y.dtype(), DType::BF16, "{name}");
     assert!(y.is_channels_last(), "{name}: the output is channels-last");
@@ -48,25 +49,31 @@ fn run(tiles: Tiles, (name, xd, k, ks, p, ws, channels_last): Case) {
 }
 
 #[test]
-fn the_emulated_amx_node_is_within_bf16_bounds() {
-    for c in cases() {
-        run(Tiles::Emulated, c);
+fn the_emulated_node_is_within_bf16_bounds() {
+    for tiles in [Tiles::AmxEmulated, Tiles::DotEmulated] {
+        for c in cases() {
+            run(tiles, c);
+        }
     }
 }
 
 #[test]
-fn the_amx_node_on_the_instruction_is_within_bf16_bounds() {
-    let Some(hw) = Tiles::hardware() else {
-        eprintln!("skipped: this CPU cannot run tdpbf16ps (no AMX-BF16, or BITGRAD_CPU_ISA is lower)");
+fn the_node_on_the_instructions_is_within_bf16_bounds() {
+    let all = Tiles::all_hardware();
+    let Some(&fastest) = all.first() else {
+        eprintln!("skipped: this CPU runs neither tdpbf16ps nor vdpbf16ps (no AMX-BF16 or AVX512-BF16, or BITGRAD_CPU_ISA is lower)");
         return;
     };
-    for c in cases() {
-        run(hw, c);
+    for hw in all {
+        for c in cases() {
+            run(hw, c);
+        }
     }
-    // std_conv2d itself takes the node here.
+    // std_conv2d itself takes the node here, on the fastest instruction.
     isa::reset();
     let x = randn_as(&[1, 32, 4, 4], DType::BF16, 4);
     let w = randn_as(&[32, 32, 3, 3], DType::F32, 5);
     std_conv2d(&x, &w, Some(WS_EPS), &Conv2dParams::new(1, 1)).unwrap();
-    assert_eq!(isa::last(Family::ConvBf16), Some(Isa::Amx));
+    let want = if fastest == Tiles::Amx { Isa::Amx } else { Isa::Avx512Bf16 };
+    assert_eq!(isa::last(Family::ConvBf16), Some(want));
 }

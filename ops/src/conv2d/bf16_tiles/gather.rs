@@ -1,8 +1,8 @@
-//! The gathers that build the packed `A` and `B` panels of the AMX passes straight from NHWC
+//! The gathers that build the packed `A` and `B` panels of the bf16 tile passes straight from NHWC
 //! tensors: each k-step of 32 is one 32-channel run of one pixel under one tap (64 contiguous
 //! bytes), or zeros where the tap falls in the padding or outside the map.
 
-use super::{Geom, BLOCK, STEP_LEN};
+use super::{Geom, Phase, BLOCK, STEP_LEN};
 use crate::bf16_gemm::amx::TILE_LEN;
 
 /// Where row `local` (0–31) of a 32-row `A` panel starts in k-step `ks`.
@@ -58,20 +58,23 @@ pub(super) fn fprop_row(x: &[u16], g: &Geom, m: usize, panel: &mut [u16], local:
     }
 }
 
-/// dgrad's `A` row of input pixel `m`: per tap, the output gradient of the pixel that read `m`
-/// through that tap (zeros when none did: padding, or a stride that skipped it).
-pub(super) fn dgrad_row(dy: &[u16], g: &Geom, m: usize, panel: &mut [u16], local: usize) {
-    let (n, ih, iw) = pixel(m, g.h, g.w);
+/// dgrad's `A` row of pixel `m` of the input class `phase` (see [`Phase`]): per tap of the
+/// class, the output gradient of the pixel that read it through that tap (zeros where the tap
+/// falls outside the output map).
+pub(super) fn dgrad_row(dy: &[u16], g: &Geom, phase: &Phase, m: usize, panel: &mut [u16], local: usize) {
+    let (n, a, b) = pixel(m, phase.rows, phase.cols);
+    let (ih, iw) = (phase.ph + a * g.stride[0], phase.pw + b * g.stride[1]);
     let runs = g.o / BLOCK;
-    for r in 0..g.kh {
+    let mut tap = 0;
+    for &r in &phase.taps_r {
         let oh = output_at(ih, r, g.stride[0], g.dilation[0], g.pad[0], g.oh);
-        for s in 0..g.kw {
+        for &s in &phase.taps_s {
             let ow = output_at(iw, s, g.stride[1], g.dilation[1], g.pad[2], g.ow);
             let base = oh.zip(ow).map(|(oh, ow)| ((n * g.oh + oh) * g.ow + ow) * g.o);
-            let tap = r * g.kw + s;
             for b in 0..runs {
                 put(panel, local, tap * runs + b, base.map(|o| &dy[o + b * BLOCK..]));
             }
+            tap += 1;
         }
     }
 }

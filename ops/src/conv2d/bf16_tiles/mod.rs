@@ -1,15 +1,19 @@
-//! bf16 convolutions on the CPU's AMX tiles: channels-last (NHWC) implicit GEMM with f32
-//! accumulation, the CPU twin of the GPU's tensor-core passes (`super::tc`).
+//! bf16 convolutions on the CPU's bf16 dot-product instructions — AMX tiles (`tdpbf16ps`) or
+//! AVX512-BF16 (`vdpbf16ps`): channels-last (NHWC) implicit GEMM with f32 accumulation, the CPU
+//! twin of the GPU's tensor-core passes (`super::tc`).
 //!
 //! Every pass is one GEMM whose operands are gathered straight from the tensors into the tile
-//! layouts `tdpbf16ps` reads (no im2col matrix is ever made), multiplied 32 × 32 at a time by the
-//! register block of [`crate::bf16_gemm::amx`] (four `C` tiles held across the whole sum):
+//! layouts `tdpbf16ps` reads (no im2col matrix is ever made), multiplied 32 × 32 at a time by a
+//! register block of [`crate::bf16_gemm`]: four AMX `C` tiles held across the whole sum, or
+//! for `vdpbf16ps` sixteen zmm rows per 16 × 16 quarter, reading the same packed tiles.
 //!
 //! * **fprop**: `y[NPQ × K] = X̃[NPQ × RSC] · W[RSC × K]` — `X̃`'s row of an output pixel is, tap
 //!   by tap, the 32-channel runs of the input pixel under that tap (zeros in the padding);
 //! * **dgrad**: `dx[NHW × C] = dỸ[NHW × RSK] · Wᵀ[RSK × C]` — row of an input pixel `(h, w)`:
 //!   for tap `(r, s)`, the output pixel `((h + pad − r·d) / stride, …)` when that division is
-//!   exact and inside the map, else zeros (stride 2 included, no zero-inserted copy);
+//!   exact and inside the map, else zeros. With a stride, the input pixels split into residue
+//!   classes (`h mod stride`, …) that each only some taps reach ([`Phase`]): one GEMM per
+//!   class over its own taps, so no zero-inserted copy and no products with structural zeros;
 //! * **wgrad**: `dW[K × RSC] = dYᵀ[K × NPQ] · X̃[NPQ × RSC]` — `k` runs over the pixels, in chunks
 //!   whose packed operands stay in L2 (see [`wgrad`]); `dW` is f32 and the `C` tiles start from
 //!   the previous chunk's sums.
@@ -20,8 +24,8 @@
 //! two taps; one group. Anything else (BiT's 3-channel stem) stays on the f32 kernels.
 //!
 //! [`Tiles`] chooses the instruction or its exact scalar emulation, so the same gathers,
-//! packing and blocking run on every machine: the tests compare the emulation with an f64
-//! reference everywhere and with the hardware bit for bit where AMX exists.
+//! packing and blocking run on every machine: the tests compare both emulations with an f64
+//! reference everywhere and each with its instruction bit for bit where the CPU has it.
 //!
 //! Work split: 32-row blocks of the output over rayon's threads (fprop, dgrad), 32-column blocks
 //! of `dW` (wgrad); the sum for each output element runs in one fixed order, so results do not
@@ -37,7 +41,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::params::Geom;
-use crate::bf16_gemm::amx::{block_emulated, block_hardware, TILE_LEN};
+use crate::bf16_gemm::amx::TILE_LEN;
 #[cfg(doc)]
 use crate::bf16_gemm::to_bf16;
 use crate::group_norm::lanes::filled_vec;
@@ -51,32 +55,65 @@ const STEP_LEN: usize = 2 * TILE_LEN;
 const WGRAD_A_BYTES: usize = 1 << 20;
 const WGRAD_PANEL_BYTES: usize = 256 << 10;
 
-/// Which implementation multiplies the tiles.
+/// Which instructions multiply the blocks: AMX's tiles or AVX512-BF16's `vdpbf16ps` on zmm
+/// registers, each with its exact scalar emulation. All four read the same packed operands;
+/// they differ in the order their f32 sums round (see `crate::bf16_gemm`), so an emulation
+/// matches its own instruction bit for bit and the other family within bf16's bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tiles {
     /// `tdpbf16ps` on the tile registers (AMX-BF16, granted by the kernel, active ISA `amx`).
-    Hardware,
-    /// The exact scalar emulation of it (any CPU; slow — the tests run it).
+    Amx,
+    /// `vdpbf16ps` (AVX512-BF16, active ISA `avx512bf16` or above).
+    Dot,
+    /// The exact scalar emulation of `tdpbf16ps` (any CPU; slow — the tests run it).
     #[cfg_attr(not(test), allow(dead_code))]
-    Emulated,
+    AmxEmulated,
+    /// The exact scalar emulation of `vdpbf16ps`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    DotEmulated,
 }
 
 impl Tiles {
-    /// The hardware, when this CPU runs it at the active ISA level.
+    /// The fastest instruction this CPU runs at the active ISA level: AMX, else AVX512-BF16.
     pub fn hardware() -> Option<Tiles> {
-        crate::bf16_gemm::amx::hardware_available().then_some(Tiles::Hardware)
+        Tiles::all_hardware().into_iter().next()
+    }
+
+    /// Every instruction this CPU runs at the active ISA level, fastest first (an AMX machine
+    /// runs both).
+    pub fn all_hardware() -> Vec<Tiles> {
+        let amx = crate::bf16_gemm::amx::hardware_available().then_some(Tiles::Amx);
+        let dot = crate::bf16_gemm::dot::hardware_available().then_some(Tiles::Dot);
+        amx.into_iter().chain(dot).collect()
+    }
+
+    /// The emulation of this family's instruction.
+    #[cfg(test)]
+    pub fn emulation(self) -> Tiles {
+        match self {
+            Tiles::Amx | Tiles::AmxEmulated => Tiles::AmxEmulated,
+            Tiles::Dot | Tiles::DotEmulated => Tiles::DotEmulated,
+        }
+    }
+
+    /// Whether this is an instruction (every CPU that runs one has AVX-512 F/BW/VL).
+    fn is_hardware(self) -> bool {
+        matches!(self, Tiles::Amx | Tiles::Dot)
     }
 
     /// `C = A·B` (`C += A·B` when `accumulate`) on the 32 × 32 block at `c` (rows `ldc` apart).
     fn block(self, c: &mut [f32], ldc: usize, accumulate: bool, a: &[u16], b: &[u16], ksteps: usize) {
+        use crate::bf16_gemm::{amx, dot};
         match self {
-            Tiles::Hardware => block_hardware(c, ldc, accumulate, a, b, ksteps),
-            Tiles::Emulated => block_emulated(c, ldc, accumulate, a, b, ksteps),
+            Tiles::Amx => amx::block_hardware(c, ldc, accumulate, a, b, ksteps),
+            Tiles::Dot => dot::block_hardware(c, ldc, accumulate, a, b, ksteps),
+            Tiles::AmxEmulated => amx::block_emulated(c, ldc, accumulate, a, b, ksteps),
+            Tiles::DotEmulated => dot::block_emulated(c, ldc, accumulate, a, b, ksteps),
         }
     }
 
-    /// `dst = bf16(src)`, rounded to nearest even: with AVX-512 where the hardware runs (every
-    /// AMX CPU has it), the same bits either way.
+    /// `dst = bf16(src)`, rounded to nearest even: with AVX-512 where an instruction runs, the
+    /// same bits either way.
     fn round_row(self, src: &[f32], dst: &mut [u16]) {
         // SAFETY: u16 and MaybeUninit<u16> have the same layout, and round_row only writes
         // initialized values into the slice.
@@ -86,37 +123,39 @@ impl Tiles {
 
     /// [`Tiles::round_row`] into memory not yet initialized.
     fn round_row_into(self, src: &[f32], dst: &mut [MaybeUninit<u16>]) {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: Hardware is only chosen on a CPU with AMX, which has AVX-512 F/BW.
-            Tiles::Hardware => unsafe { round_row_avx512(src, dst) },
-            _ => round_row(src, dst),
+        #[cfg(target_arch = "x86_64")]
+        if self.is_hardware() {
+            // SAFETY: the instructions run only on CPUs with AVX-512 F/BW/VL (is_hardware).
+            return unsafe { round_row_avx512(src, dst) };
         }
+        round_row(src, dst)
     }
 
-    /// wgrad's `A` panel (see `gather::wgrad_dy_panel`), with AVX-512 on the hardware route.
+    /// wgrad's `A` panel (see `gather::wgrad_dy_panel`), with AVX-512 where an instruction runs.
     fn wgrad_dy_panel(self, dy: &[u16], g: &Geom, p0: usize, len: usize, mb: usize, panel: &mut [u16]) {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: Hardware is only chosen on a CPU with AMX, which has AVX-512 F/BW/VL.
-            Tiles::Hardware => unsafe { gather::avx512::wgrad_dy_panel(dy, g, p0, len, mb, panel) },
-            _ => gather::wgrad_dy_panel(dy, g, p0, len, mb, panel),
+        #[cfg(target_arch = "x86_64")]
+        if self.is_hardware() {
+            // SAFETY: as in round_row_into.
+            return unsafe { gather::avx512::wgrad_dy_panel(dy, g, p0, len, mb, panel) };
         }
+        gather::wgrad_dy_panel(dy, g, p0, len, mb, panel)
     }
 
-    /// wgrad's `B` panel (see `gather::wgrad_x_panel`), with AVX-512 on the hardware route.
+    /// wgrad's `B` panel (see `gather::wgrad_x_panel`), with AVX-512 where an instruction runs.
     fn wgrad_x_panel(self, x: &[u16], g: &Geom, p0: usize, len: usize, nb: usize, panel: &mut [u16]) {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Tiles::Hardware => unsafe { gather::avx512::wgrad_x_panel(x, g, p0, len, nb, panel) },
-            _ => gather::wgrad_x_panel(x, g, p0, len, nb, panel),
+        #[cfg(target_arch = "x86_64")]
+        if self.is_hardware() {
+            // SAFETY: as in round_row_into.
+            return unsafe { gather::avx512::wgrad_x_panel(x, g, p0, len, nb, panel) };
         }
+        gather::wgrad_x_panel(x, g, p0, len, nb, panel)
     }
 
     fn record(self) {
-        if self == Tiles::Hardware {
-            isa::record(Family::ConvBf16, Isa::Amx);
+        match self {
+            Tiles::Amx => isa::record(Family::ConvBf16, Isa::Amx),
+            Tiles::Dot => isa::record(Family::ConvBf16, Isa::Avx512Bf16),
+            _ => {}
         }
     }
 }
@@ -147,7 +186,7 @@ pub(crate) fn takes(g: &Geom) -> bool {
 pub(crate) fn round_weight(tiles: Tiles, w: &[f32], g: &Geom) -> Vec<u16> {
     let (taps, c) = (g.kh * g.kw, g.c);
     let row = taps * c;
-    assert_eq!(w.len(), g.o * row, "amx: weight size");
+    assert_eq!(w.len(), g.o * row, "bf16 tiles: weight size");
     // Every element is written once (each output channel's row, whole).
     filled_vec(w.len(), |out| {
         out.par_chunks_mut(row).zip(w.par_chunks(row)).for_each_init(
@@ -175,7 +214,7 @@ pub(crate) fn round_weight(tiles: Tiles, w: &[f32], g: &Geom) -> Vec<u16> {
 pub(crate) fn pack_weight_fprop(w: &[u16], g: &Geom) -> Vec<u16> {
     let kdim = g.kh * g.kw * g.c;
     let ksteps = kdim / BLOCK;
-    assert_eq!(w.len(), g.o * kdim, "amx: weight size");
+    assert_eq!(w.len(), g.o * kdim, "bf16 tiles: weight size");
     // Every element is written once: each tile's 16 columns × 16 pairs.
     filled_vec(kdim * g.o, |out| {
         out.par_chunks_mut(ksteps * STEP_LEN).enumerate().for_each(|(nb, panel)| {
@@ -194,23 +233,24 @@ pub(crate) fn pack_weight_fprop(w: &[u16], g: &Geom) -> Vec<u16> {
     })
 }
 
-/// The dgrad `B` from the bf16 ŵ in KRSC order: `Wᵀ[tap·K + k][c] = ŵ[k][tap][c]`; a tile row
-/// (one k-pair, 16 columns) is two runs of 16 channels of ŵ, interleaved.
-pub(crate) fn pack_weight_dgrad(w: &[u16], g: &Geom) -> Vec<u16> {
-    let (taps, c, k_all) = (g.kh * g.kw, g.c, g.o);
-    let kdim = taps * k_all;
+/// The dgrad `B` from the bf16 ŵ in KRSC order, for the taps `taps` (indices `r·kw + s`, in
+/// the order the gather uses): `Wᵀ[i·K + k][c] = ŵ[k][taps[i]][c]`; a tile row (one k-pair, 16
+/// columns) is two runs of 16 channels of ŵ, interleaved.
+fn pack_weight_dgrad(w: &[u16], g: &Geom, taps: &[usize]) -> Vec<u16> {
+    let (all_taps, c, k_all) = (g.kh * g.kw, g.c, g.o);
+    let kdim = taps.len() * k_all;
     let ksteps = kdim / BLOCK;
-    assert_eq!(w.len(), k_all * taps * c, "amx: weight size");
+    assert_eq!(w.len(), k_all * all_taps * c, "bf16 tiles: weight size");
     // Every element is written once: each tile's 16 pair rows of 32.
     filled_vec(kdim * c, |out| {
         out.par_chunks_mut(ksteps * STEP_LEN).enumerate().for_each(|(nb, panel)| {
             for (ks, step) in panel.chunks_mut(STEP_LEN).enumerate() {
-                let (tap, k0) = (ks * BLOCK / k_all, ks * BLOCK % k_all);
+                let (tap, k0) = (taps[ks * BLOCK / k_all], ks * BLOCK % k_all);
                 for (tj, tile) in step.chunks_mut(TILE_LEN).enumerate() {
                     let col = tap * c + nb * BLOCK + tj * 16;
                     for pair in 0..16 {
-                        let a = &w[(k0 + 2 * pair) * taps * c + col..][..16];
-                        let b = &w[(k0 + 2 * pair + 1) * taps * c + col..][..16];
+                        let a = &w[(k0 + 2 * pair) * all_taps * c + col..][..16];
+                        let b = &w[(k0 + 2 * pair + 1) * all_taps * c + col..][..16];
                         for (j, d) in tile[pair * BLOCK..][..BLOCK].chunks_exact_mut(2).enumerate() {
                             d[0].write(a[j]);
                             d[1].write(b[j]);
@@ -220,6 +260,51 @@ pub(crate) fn pack_weight_dgrad(w: &[u16], g: &Geom) -> Vec<u16> {
             }
         })
     })
+}
+
+/// The input pixels of one residue class of a strided convolution — `(ih mod sh, iw mod sw) =
+/// (ph, pw)` — and the filter rows and columns that reach them. An output pixel reads input
+/// row `oh·sh + r·dh − pad`, so only the taps with `r·dh ≡ ph + pad (mod sh)` ever reach rows of
+/// this class: the input gradient of a stride-2 convolution is four smaller ones, with a
+/// quarter of the taps each on average (a 1×1/2 filter reaches one class in four: the other
+/// three get zeros), instead of one with every tap where three in four read zeros.
+struct Phase {
+    ph: usize,
+    pw: usize,
+    /// The class's extent: rows `ph, ph + sh, …` (`rows` of them) and `cols` columns likewise.
+    rows: usize,
+    cols: usize,
+    taps_r: Vec<usize>,
+    taps_s: Vec<usize>,
+}
+
+impl Phase {
+    /// Every class of `g`'s input, row-major over `(ph, pw)`; stride 1 gives one, the whole map.
+    fn all(g: &Geom) -> Vec<Phase> {
+        let [sh, sw] = g.stride;
+        let reach = |phase: usize, k: usize, s: usize, d: usize, pad: usize| -> Vec<usize> {
+            (0..k).filter(|&t| ((phase + pad) as isize - (t * d) as isize).rem_euclid(s as isize) == 0).collect()
+        };
+        let mut out = Vec::new();
+        for ph in 0..sh.min(g.h) {
+            for pw in 0..sw.min(g.w) {
+                out.push(Phase {
+                    ph,
+                    pw,
+                    rows: (g.h - ph).div_ceil(sh),
+                    cols: (g.w - pw).div_ceil(sw),
+                    taps_r: reach(ph, g.kh, sh, g.dilation[0], g.pad[0]),
+                    taps_s: reach(pw, g.kw, sw, g.dilation[1], g.pad[2]),
+                });
+            }
+        }
+        out
+    }
+
+    /// The taps `r·kw + s` of this class, in the gather's order (row-major over `r`, `s`).
+    fn taps(&self, kw: usize) -> Vec<usize> {
+        self.taps_r.iter().flat_map(|r| self.taps_s.iter().map(move |s| r * kw + s)).collect()
+    }
 }
 
 /// `out[rows × ncols]` (bf16) `= A · B` where row `m` of `A` is gathered by `fill(m, panel,
@@ -261,20 +346,56 @@ fn gemm_gathered(
 /// `y` `[N, P, Q, K]` (bf16) from `x` `[N, H, W, C]` (bf16) and the packed weight
 /// ([`pack_weight_fprop`]).
 pub(crate) fn fprop(tiles: Tiles, x: &[u16], w_packed: &[u16], g: &Geom) -> Vec<u16> {
-    assert!(takes(g) && x.len() == g.batch * g.hw() * g.c, "amx fprop: shapes");
+    assert!(takes(g) && x.len() == g.batch * g.hw() * g.c, "bf16 tiles fprop: shapes");
     let ksteps = g.kh * g.kw * g.c / BLOCK;
     gemm_gathered(tiles, g.batch * g.p(), g.o, ksteps, w_packed, |m, panel, local| {
         gather::fprop_row(x, g, m, panel, local)
     })
 }
 
-/// `dx` `[N, H, W, C]` (bf16) from `dy` `[N, P, Q, K]` (bf16) and the packed weight
-/// ([`pack_weight_dgrad`]).
-pub(crate) fn dgrad(tiles: Tiles, dy: &[u16], w_packed: &[u16], g: &Geom) -> Vec<u16> {
-    assert!(takes(g) && dy.len() == g.batch * g.p() * g.o, "amx dgrad: shapes");
-    let ksteps = g.kh * g.kw * g.o / BLOCK;
-    gemm_gathered(tiles, g.batch * g.hw(), g.c, ksteps, w_packed, |m, panel, local| {
-        gather::dgrad_row(dy, g, m, panel, local)
+/// `dx` `[N, H, W, C]` (bf16) from `dy` `[N, P, Q, K]` (bf16) and the bf16 ŵ in KRSC order
+/// ([`round_weight`]): one GEMM per residue class of the input pixels ([`Phase`]; one for
+/// stride 1), each with only the taps that reach its pixels and its own packed weight, then
+/// the classes interleaved back into NHWC (pixels no tap reaches get zeros).
+pub(crate) fn dgrad(tiles: Tiles, dy: &[u16], w: &[u16], g: &Geom) -> Vec<u16> {
+    assert!(takes(g) && dy.len() == g.batch * g.p() * g.o, "bf16 tiles dgrad: shapes");
+    let phases = Phase::all(g);
+    let per_phase: Vec<Option<Vec<u16>>> = phases
+        .iter()
+        .map(|ph| {
+            let taps = ph.taps(g.kw);
+            (!taps.is_empty()).then(|| {
+                let packed = pack_weight_dgrad(w, g, &taps);
+                let ksteps = taps.len() * g.o / BLOCK;
+                gemm_gathered(tiles, g.batch * ph.rows * ph.cols, g.c, ksteps, &packed, |m, panel, local| {
+                    gather::dgrad_row(dy, g, ph, m, panel, local)
+                })
+            })
+        })
+        .collect();
+    if let [Some(_)] = &per_phase[..] {
+        // Stride 1: the one class is the whole map, its rows already in NHWC order.
+        return per_phase.into_iter().next().flatten().unwrap_or_default();
+    }
+    let [sh, sw] = g.stride;
+    // Every element is written once: each input pixel's C values, from its class or zeros.
+    filled_vec(g.batch * g.hw() * g.c, |dx| {
+        dx.par_chunks_mut(g.w * g.c).enumerate().for_each(|(row, dst)| {
+            let (n, ih) = (row / g.h, row % g.h);
+            for (iw, px) in dst.chunks_mut(g.c).enumerate() {
+                let k = (ih % sh) * sw.min(g.w) + iw % sw;
+                let (ph, src) = (&phases[k], per_phase[k].as_deref());
+                let m = (n * ph.rows + ih / sh) * ph.cols + iw / sw;
+                match src {
+                    Some(v) => px.iter_mut().zip(&v[m * g.c..][..g.c]).for_each(|(d, s)| {
+                        d.write(*s);
+                    }),
+                    None => px.iter_mut().for_each(|d| {
+                        d.write(0);
+                    }),
+                }
+            }
+        })
     })
 }
 
@@ -296,7 +417,10 @@ fn wgrad_chunk(g: &Geom) -> usize {
 /// every 32-row block of `dyᵀ` while the panel is hot; the sums go to a column-blocked `dW`
 /// (`[column block][K][32]`), accumulated chunk after chunk in order.
 pub(crate) fn wgrad(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom) -> WeightGrad {
-    assert!(takes(g) && dy.len() == g.batch * g.p() * g.o && x.len() == g.batch * g.hw() * g.c, "amx wgrad: shapes");
+    assert!(
+        takes(g) && dy.len() == g.batch * g.p() * g.o && x.len() == g.batch * g.hw() * g.c,
+        "bf16 tiles wgrad: shapes"
+    );
     tiles.record();
     let ncols = g.kh * g.kw * g.c;
     let npix = g.batch * g.p();
