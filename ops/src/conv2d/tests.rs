@@ -243,6 +243,11 @@ fn corner_cases() -> Vec<Case> {
         // 1×1 with fewer outputs than inputs (weight gradient accumulated transposed), grouped.
         dense([3, 8, 4, 5], 4, 1, Conv2dParams::default(), false),
         dense([2, 6, 3, 3], 4, 1, Conv2dParams::default().with_groups(2), true),
+        // 1×1 on maps of 256 pixels and more (the weight gradient as whole-batch row tiles):
+        // more outputs than inputs (plain form), fewer (transposed), grouped.
+        dense([2, 3, 16, 16], 5, 1, Conv2dParams::default(), false),
+        dense([2, 6, 16, 17], 3, 1, Conv2dParams::default(), true),
+        dense([2, 4, 16, 16], 6, 1, Conv2dParams::default().with_groups(2), false),
         // 1×1 stride 2 (BiT's projection shortcut), odd spatial size.
         dense([2, 4, 7, 7], 6, 1, Conv2dParams::new(2, 0), false),
         // Depthwise, asymmetric padding, dilation.
