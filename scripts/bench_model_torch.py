@@ -161,12 +161,13 @@ def one_shot(argv):
     p.add_argument("--classes", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     a = p.parse_args(argv)
     print(json.dumps(info()))
     if torch is None:
         return 2
     req = {"op": a.op, "model": a.model, "batch": a.batch, "size": a.size, "classes": a.classes,
-           "warmup": a.warmup, "reps": a.reps}
+           "warmup": a.warmup, "reps": a.reps, "precision": a.precision}
     print(json.dumps(measure(req)))
     return 0
 
