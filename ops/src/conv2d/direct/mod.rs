@@ -18,10 +18,13 @@
 //! Layout. The kernel's vector axis is the output pixels of one row (NCHW rows are contiguous),
 //! its broadcast axis the output channels, so no layout change is needed around the call: the
 //! padded copy (1× the input, not the 9× of im2col columns) and the packed weights
-//! (`[O/MR][C][taps][MR]`, a few hundred KiB) are the only extra memory. Rows must be whole
-//! vectors (AVX-512's 16 lanes, else AVX2's 8): the kernel can mask a row's tail (the tests
-//! cover it), but masked tails measured slower than im2col + GEMM, which batches images into
-//! wide products instead, so such convolutions stay there.
+//! (`[O/MR][C][taps][MR]`, a few hundred KiB) are the only extra memory. Rows that are whole
+//! vectors (AVX-512's 16 lanes, else AVX2's 8) are written in place. Other widths (224 px
+//! maps: 28, 14, 7 pixels) run on the flattened grid: output pixel `(i, j)` sits at `i·wp + j`,
+//! where `wp` is the padded input's row pitch, so a tap is still one offset and the vectors run
+//! straight across row ends; the `wp − wout` columns past each row's end are computed and
+//! dropped when the wide result is compacted (3–29 % extra work on those maps, against a masked
+//! tail in every row, which measured slower than im2col + GEMM).
 //!
 //! Work split: (image, block of output channels) items over rayon's threads; each output element
 //! is computed by one thread in a fixed order (see `kernel.rs`), so results do not depend on the
@@ -48,11 +51,10 @@ pub use peak::fma_peak_gflops;
 /// while the tiles of an output-channel block stream through the image.
 const KC_BYTES: usize = 16 << 10;
 
-/// The least fraction of vector lanes the rows must fill for the forward and input gradient to
-/// go direct: whole vectors only. Rows that end in a masked vector (224 px maps: 56, 28, 14, 7
-/// pixels) measured slower than im2col + gemm on one AVX-512 core (40–70 against 77–91 GFLOP/s
-/// forward); 56 still goes direct, with AVX2's 8 lanes.
-const MIN_LANE_USE: f64 = 1.0;
+/// The least fraction of vector lanes the flattened grid must put to use (real pixels over
+/// lanes computed) for the forward and input gradient to go direct on it; below, im2col + GEMM.
+/// (Rows of whole vectors always go direct.)
+const MIN_FLAT_LANE_USE: f64 = 0.8;
 
 /// The same for the weight gradient, whose vectors run along the input channels (a masked last
 /// channel block costs one vector in many, not one in every row).
@@ -115,12 +117,42 @@ impl Shape {
     }
 }
 
-/// Whether `g` (f32) goes direct with `isa`: stride 1, one group, a kernel larger than 1×1,
-/// rows that fill the vectors well.
+/// Whether `g` (f32) goes direct with `isa`: one group, a kernel larger than 1×1, an output
+/// grid that fills the vectors well.
 fn eligible(g: &Geom, isa: Isa) -> bool {
-    let (_, lanes) = kernel::blocking(isa);
     // 1×1 convolutions stay on gemm: the direct kernel measured no faster on them.
-    g.groups == 1 && g.kh * g.kw > 1 && lane_use(g.ow, lanes) >= MIN_LANE_USE && g.oh > 0
+    g.groups == 1 && g.kh * g.kw > 1 && fills(g.oh, g.ow, forward_pitch(g), g.stride, isa)
+}
+
+/// The padded input's row pitch the forward reads (a phase plane's, with a stride).
+fn forward_pitch(g: &Geom) -> usize {
+    (g.w + g.pad[2] + g.pad[3]).div_ceil(g.stride[1])
+}
+
+/// The padded output gradient's row pitch the input gradient reads (see [`input_grad_f32`]).
+fn input_grad_pitch(g: &Geom) -> usize {
+    let rw = (g.kw - 1) * g.dilation[1];
+    (g.ow + 2 * rw).saturating_sub(g.pad[2] + g.pad[3])
+}
+
+/// Whether an `hout × wout` output on input rows `pitch` apart fills `isa`'s vectors: rows of
+/// whole vectors, or at stride 1 a flattened grid (see the module docs) that uses enough of its
+/// lanes. (Strided convolutions on the flattened grid measured slower than im2col + GEMM on
+/// a Zen 4 EPYC: 15.1 against 11.4 ms for 128 channels from 56 × 56 at batch 8.)
+fn fills(hout: usize, wout: usize, pitch: usize, stride: [usize; 2], isa: Isa) -> bool {
+    let (_, lanes) = kernel::blocking(isa);
+    let flat = || stride == [1, 1] && flat_lane_use(hout, wout, pitch, lanes) >= MIN_FLAT_LANE_USE;
+    hout > 0 && (lane_use(wout, lanes) >= 1.0 || flat())
+}
+
+/// Real pixels over lanes computed on the flattened grid: `(hout − 1)·pitch + wout` positions
+/// in whole vectors.
+fn flat_lane_use(hout: usize, wout: usize, pitch: usize, lanes: usize) -> f64 {
+    let span = (hout.max(1) - 1) * pitch + wout;
+    if span == 0 {
+        return 0.0;
+    }
+    (hout * wout) as f64 / (span.div_ceil(lanes) * lanes) as f64
 }
 
 /// False when `BITGRAD_CONV_DIRECT=0` turns the direct path off (to compare with im2col).
@@ -129,12 +161,14 @@ fn direct_enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var("BITGRAD_CONV_DIRECT").map_or(true, |v| v.trim() != "0"))
 }
 
-/// The kernel for rows of `width` output pixels under the active level `isa`: `isa`'s own when
-/// its vectors are well filled, else AVX2's 8-lane kernel on an AVX-512 machine (rows of 8 or
-/// 24 pixels: on CPUs that split 512-bit operations in two, as Zen 4 does, 8 lanes lose no
-/// throughput), else none. `BITGRAD_CONV_DIRECT=0` turns the direct path off (to compare).
-fn kernel_isa(width: usize, isa: Isa) -> Option<Isa> {
-    pick_isa(isa, |i| lane_use(width, kernel::blocking(i).1) >= MIN_LANE_USE)
+/// The kernel for an `hout × wout` output on input rows `pitch` apart under the active level
+/// `isa`: `isa`'s own when its vectors are whole rows; else AVX2's 8-lane kernel on an AVX-512
+/// machine when those are (rows of 8, 24 or 56 pixels: on CPUs that split 512-bit operations in
+/// two, as Zen 4 does, 8 lanes lose no throughput); else `isa`'s own on the flattened grid when
+/// that fills it; else none. `BITGRAD_CONV_DIRECT=0` turns the direct path off (to compare).
+fn kernel_isa(hout: usize, wout: usize, pitch: usize, stride: [usize; 2], isa: Isa) -> Option<Isa> {
+    let whole = |i: Isa| lane_use(wout, kernel::blocking(i).1) >= 1.0;
+    pick_isa(isa, whole).or_else(|| (direct_enabled() && fills(hout, wout, pitch, stride, isa)).then_some(isa))
 }
 
 /// `isa` when its vectors `fit`, else AVX2's on an AVX-512 machine when those do, else none
@@ -179,7 +213,7 @@ fn into_t<T: 'static>(v: Vec<f32>) -> Vec<T> {
 
 /// The direct forward, or `None` when this convolution (or dtype) is not for the direct path.
 pub(crate) fn forward<T: 'static>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Option<Vec<T>> {
-    let isa = kernel_isa(g.ow, isa::active())?;
+    let isa = kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa::active())?;
     if !is_f32::<T>() || !eligible(g, isa) {
         return None;
     }
@@ -209,8 +243,7 @@ fn forward_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom, isa: Isa) -
 /// Whether the input gradient of `g` can go direct: as the forward, and no side padded by more
 /// than `(k−1)·d` (the gradient's own padding would be negative).
 fn input_grad_eligible(g: &Geom, isa: Isa) -> bool {
-    let (_, lanes) = kernel::blocking(isa);
-    input_grad_shape_ok(g) && lane_use(g.w, lanes) >= MIN_LANE_USE
+    input_grad_shape_ok(g) && fills(g.h, g.w, input_grad_pitch(g), [1, 1], isa)
 }
 
 /// The shape conditions of [`input_grad_eligible`], without the lane use.
@@ -229,7 +262,7 @@ fn input_grad_shape_ok(g: &Geom) -> bool {
 
 /// The direct input gradient, or `None` when not for the direct path.
 pub(crate) fn input_grad<T: 'static>(w: &[T], gy: &[T], g: &Geom) -> Option<Vec<T>> {
-    let isa = kernel_isa(g.w, isa::active())?;
+    let isa = kernel_isa(g.h, g.w, input_grad_pitch(g), [1, 1], isa::active())?;
     if !is_f32::<T>() || !input_grad_eligible(g, isa) {
         return None;
     }
@@ -271,7 +304,12 @@ impl OutPtr {
 fn run(x: &[f32], panel: &pack::Panel, bias: Option<&[f32]>, s: &Shape, isa: Isa) -> Vec<f32> {
     isa::record(Family::ConvDirect, isa.min(Family::ConvDirect.top()));
     let (hout, wout) = (s.hout(), s.wout());
-    let out_plane = hout * wout;
+    let (mr, lanes) = kernel::blocking(isa);
+    let pitch = s.phase_dims().1;
+    // Rows of whole vectors are written in place; other widths run on the flattened grid, whose
+    // output rows are `pitch` apart, and are compacted at the end.
+    let flat = !wout.is_multiple_of(lanes);
+    let out_plane = hout * if flat { pitch } else { wout };
     let mut out = vec![0.0f32; s.batch * s.cout * out_plane];
     if out.is_empty() {
         return out;
@@ -286,8 +324,7 @@ fn run(x: &[f32], panel: &pack::Panel, bias: Option<&[f32]>, s: &Shape, isa: Isa
     };
     let plane = s.plane();
     let taps = s.taps();
-    let (mr, lanes) = kernel::blocking(isa);
-    let tiles = pixel_tiles(hout, wout, s.phase_dims().1, lanes);
+    let tiles = if flat { flat_tiles(hout, wout, pitch, lanes) } else { pixel_tiles(hout, wout, pitch, lanes) };
     let kc = (KC_BYTES / (taps.len() * mr * 4)).clamp(1, s.cin);
     let blocks = s.cout.div_ceil(mr);
     // Items: (image, run of output-channel blocks); enough of them to keep every thread busy
@@ -334,11 +371,29 @@ fn run(x: &[f32], panel: &pack::Panel, bias: Option<&[f32]>, s: &Shape, isa: Isa
                     // SAFETY: `a` holds kcb·taps·MR values (pack::Panel::block); every
                     // src + tap + lane lies in its phase plane (pixel_tiles: lane < wout, so
                     // sw·column + (kw−1)·dw < wp and sh·row + (kh−1)·dh < hp, which keeps the
-                    // phase-plane column and row below wph and hph), and channels c0..c0+kcb
-                    // exist; the destinations are this item's rows of image b, pixel < hout·wout.
+                    // phase-plane column and row below wph and hph; flat_tiles: a position past
+                    // a row's end reads on into the next row of the same phase plane, and the
+                    // last position is the last real pixel), and channels c0..c0+kcb exist; the
+                    // destinations are this item's rows of image b, position < out_plane.
                     unsafe { kernel::run(isa, &t) };
                 }
             }
+        }
+    });
+    if flat {
+        return compact(&out, hout, pitch, wout);
+    }
+    out
+}
+
+/// The flattened grid's output planes (`hout` rows `pitch` apart) without the columns past
+/// `wout`.
+fn compact(wide: &[f32], hout: usize, pitch: usize, wout: usize) -> Vec<f32> {
+    let planes = wide.len() / (hout * pitch);
+    let mut out = vec![0.0f32; planes * hout * wout];
+    out.par_chunks_mut(hout * wout).zip(wide.par_chunks(hout * pitch)).for_each(|(dst, src)| {
+        for (d, s) in dst.chunks_mut(wout).zip(src.chunks(pitch)) {
+            d.copy_from_slice(&s[..wout]);
         }
     });
     out
@@ -352,7 +407,7 @@ struct PixelTile {
 }
 
 /// The output pixels of one plane, row by row, cut into vectors of at most `lanes` and grouped
-/// `NV` to a tile (an unused vector has length 0 and repeats the first one's offsets).
+/// `NV` to a tile.
 fn pixel_tiles(hout: usize, wout: usize, wp: usize, lanes: usize) -> Vec<PixelTile> {
     let mut vectors = Vec::new();
     for i in 0..hout {
@@ -360,6 +415,12 @@ fn pixel_tiles(hout: usize, wout: usize, wp: usize, lanes: usize) -> Vec<PixelTi
             vectors.push(((i * wp + j0) as isize, i * wout + j0, lanes.min(wout - j0)));
         }
     }
+    group_tiles(&vectors)
+}
+
+/// Vectors `(src, dst, len)` grouped `NV` to a tile (an unused vector has length 0 and repeats
+/// the first one's offsets).
+fn group_tiles(vectors: &[(isize, usize, usize)]) -> Vec<PixelTile> {
     vectors
         .chunks(NV)
         .map(|vs| {
@@ -369,8 +430,18 @@ fn pixel_tiles(hout: usize, wout: usize, wp: usize, lanes: usize) -> Vec<PixelTi
         .collect()
 }
 
+/// The output positions of one plane on the flattened grid (row `i`, column `j` at `i·pitch +
+/// j`, both in the padded input and in the wide output) from the first pixel to the last real
+/// one, cut into vectors of `lanes` (the last one masked) and grouped `NV` to a tile.
+fn flat_tiles(hout: usize, wout: usize, pitch: usize, lanes: usize) -> Vec<PixelTile> {
+    let span = (hout - 1) * pitch + wout;
+    let vectors: Vec<(isize, usize, usize)> =
+        (0..span).step_by(lanes).map(|q| (q as isize, q, lanes.min(span - q))).collect();
+    group_tiles(&vectors)
+}
+
 /// The ISA for the weight gradient over `c` input channels (the vector axis) under `isa`, as
-/// [`kernel_isa`] does for rows.
+/// [`kernel_isa`] does for output rows.
 fn weight_isa(c: usize, isa: Isa) -> Option<Isa> {
     pick_isa(isa, |i| lane_use(c, weight_kernel::blocking(i).1) >= MIN_CHANNEL_LANE_USE)
 }

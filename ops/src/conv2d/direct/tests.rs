@@ -15,7 +15,8 @@ fn to64(v: &[f32]) -> Vec<f64> {
 }
 
 /// Direct-eligible shapes that cover the kernel's edges: rows shorter than, equal to and longer
-/// than a vector (masked tails), output channels not a multiple of the register block, more
+/// than a vector (the flattened grid where rows are not whole vectors, its last vector masked),
+/// output channels not a multiple of the register block, more
 /// input channels than one channel block, asymmetric padding, no padding, dilation, 5×3
 /// kernels, batch 1 and 3, bias on and off.
 fn cases() -> Vec<Case> {
@@ -86,9 +87,18 @@ fn the_public_paths_choose_direct_only_where_it_applies() {
     assert!(!eligible(&pointwise, isa));
     let grouped = dense([1, 4, 8, 16], 8, 3, Conv2dParams::new(1, 1).with_groups(2), false).geom();
     assert!(!eligible(&grouped, isa));
-    // 4-wide rows fill half of an 8-lane vector: im2col + GEMM batches them better.
+    // 4-wide rows fill half of an 8-lane vector, and the flattened grid (pitch 6) two thirds:
+    // im2col + GEMM batches them better.
     let narrow = dense([1, 4, 4, 4], 8, 3, Conv2dParams::new(1, 1), false).geom();
     assert!(!eligible(&narrow, isa));
+    // 14-wide rows are not whole vectors, but the flattened grid (pitch 16) fills 7/8 of them;
+    // 7-wide ones (pitch 9) only 49/64 with AVX-512's 16 lanes; strided never goes flat.
+    let fourteen = dense([1, 4, 14, 14], 8, 3, Conv2dParams::new(1, 1), false).geom();
+    assert!(eligible(&fourteen, Isa::Avx512) && input_grad_eligible(&fourteen, Isa::Avx512));
+    let seven = dense([1, 4, 7, 7], 8, 3, Conv2dParams::new(1, 1), false).geom();
+    assert!(!eligible(&seven, Isa::Avx512) && !input_grad_eligible(&seven, Isa::Avx512));
+    let strided_28 = dense([1, 4, 29, 29], 8, 3, Conv2dParams::new(2, 1), false).geom();
+    assert!(!eligible(&strided_28, Isa::Avx512), "15-wide strided rows stay on im2col");
     // Padding wider than the kernel reach: the gradient would need negative padding.
     let wide_pad =
         dense([1, 4, 8, 12], 8, 3, Conv2dParams { padding: Padding::Symmetric([3, 3]), ..Default::default() }, false)
