@@ -16,12 +16,21 @@ use crate::testing::{l2_rel, randn_as};
 /// `(name, x dims, output channels, kernel size, params, WS ε, channels-last input)`.
 type Case = (&'static str, [usize; 4], usize, usize, Conv2dParams, Option<f64>, bool);
 
-fn cases() -> [Case; 4] {
+fn cases() -> [Case; 5] {
     [
         ("3x3/1", [2, 32, 5, 5], 64, 3, Conv2dParams::new(1, 1), Some(WS_EPS), false),
         ("3x3/2", [1, 32, 7, 7], 32, 3, Conv2dParams::new(2, 1), Some(WS_EPS), true),
         ("1x1/2 projection", [2, 64, 4, 4], 32, 1, Conv2dParams::new(2, 0), Some(1e-10), true),
         ("1x1/1 no WS", [1, 32, 3, 3], 32, 1, Conv2dParams::new(1, 0), None, false),
+        (
+            "1x1/1 expanding (weight gradient transposed)",
+            [2, 32, 4, 5],
+            64,
+            1,
+            Conv2dParams::new(1, 0),
+            Some(WS_EPS),
+            true,
+        ),
     ]
 }
 

@@ -79,14 +79,49 @@ pub(super) fn dgrad_row(dy: &[u16], g: &Geom, phase: &Phase, m: usize, panel: &m
     }
 }
 
-/// wgrad's `A` panel `mb` for pixels `p0..p0 + len`: `dyᵀ`, rows = output channels
-/// `32·mb…`, k = pixels (zeros past `len`).
+/// Where the weight gradient's rows come from: per output pixel of the chunk, one run of 32
+/// values of `dy` or of the input under a tap.
+#[derive(Clone, Copy)]
+pub(super) enum Rows<'a> {
+    /// `dy`'s channels `32·block…` of the output pixel.
+    Dy { dy: &'a [u16], block: usize },
+    /// `x`'s channels `32·run…` of the input pixel under tap `tap` of the output pixel (zeros
+    /// where the tap falls in the padding).
+    X { x: &'a [u16], tap: usize, run: usize },
+}
+
+impl<'a> Rows<'a> {
+    /// The rows of pixels `p0 + pix`, asked for with `pix = 0, 1, 2, …` in order; `None` from
+    /// `len` on and in the padding.
+    #[inline(always)]
+    fn reader(self, g: &'a Geom, p0: usize, len: usize) -> impl FnMut(usize) -> Option<&'a [u16]> + 'a {
+        let mut pixels = Pixels::from(p0, g.oh, g.ow);
+        move |pix| {
+            if pix >= len {
+                return None;
+            }
+            match self {
+                Rows::Dy { dy, block } => Some(&dy[(p0 + pix) * g.o + block * BLOCK..][..BLOCK]),
+                Rows::X { x, tap, run } => {
+                    let (n, oh, ow) = pixels.next();
+                    let (r, s) = (tap / g.kw, tap % g.kw);
+                    let ih = input_at(oh, r, g.stride[0], g.dilation[0], g.pad[0], g.h)?;
+                    let iw = input_at(ow, s, g.stride[1], g.dilation[1], g.pad[2], g.w)?;
+                    Some(&x[((n * g.h + ih) * g.w + iw) * g.c + run * BLOCK..][..BLOCK])
+                }
+            }
+        }
+    }
+}
+
+/// A weight-gradient `A` panel for pixels `p0..p0 + len`: `rows` transposed — the panel's 32
+/// rows are the 32 values of each pixel's row, `k` runs over the pixels (zeros past `len`).
 #[inline(always)]
-pub(super) fn wgrad_dy_panel(dy: &[u16], g: &Geom, p0: usize, len: usize, mb: usize, panel: &mut [u16]) {
+pub(super) fn transposed_panel(rows: Rows, g: &Geom, p0: usize, len: usize, panel: &mut [u16]) {
+    let mut row = rows.reader(g, p0, len);
     for (ks, step) in panel.chunks_mut(STEP_LEN).enumerate() {
         for p in 0..BLOCK {
-            let pix = ks * BLOCK + p;
-            let src = (pix < len).then(|| &dy[(p0 + pix) * g.o + mb * BLOCK..][..BLOCK]);
+            let src = row(ks * BLOCK + p);
             for i in 0..BLOCK {
                 step[(i / 16) * TILE_LEN + (i % 16) * BLOCK + p] = src.map_or(0, |s| s[i]);
             }
@@ -122,28 +157,16 @@ impl Pixels {
     }
 }
 
-/// wgrad's `B` panel `nb` (one tap, 32 input channels) for pixels `p0..p0 + len`: per pixel
-/// pair, the two input pixels under that tap interleaved channel by channel.
+/// A weight-gradient `B` panel for pixels `p0..p0 + len`: per pixel pair, the two pixels' rows
+/// interleaved value by value (zeros past `len` and in the padding).
 #[inline(always)]
-pub(super) fn wgrad_x_panel(x: &[u16], g: &Geom, p0: usize, len: usize, nb: usize, panel: &mut [u16]) {
-    let runs = g.c / BLOCK;
-    let (tap, run) = (nb / runs, nb % runs);
-    let (r, s) = (tap / g.kw, tap % g.kw);
-    let mut pixels = Pixels::from(p0, g.oh, g.ow);
-    let mut src = |pix: usize| -> Option<&[u16]> {
-        if pix >= len {
-            return None;
-        }
-        let (n, oh, ow) = pixels.next();
-        let ih = input_at(oh, r, g.stride[0], g.dilation[0], g.pad[0], g.h)?;
-        let iw = input_at(ow, s, g.stride[1], g.dilation[1], g.pad[2], g.w)?;
-        Some(&x[((n * g.h + ih) * g.w + iw) * g.c + run * BLOCK..][..BLOCK])
-    };
+pub(super) fn pair_panel(rows: Rows, g: &Geom, p0: usize, len: usize, panel: &mut [u16]) {
+    let mut row = rows.reader(g, p0, len);
     const ZEROS: [u16; BLOCK] = [0; BLOCK];
     for (ks, step) in panel.chunks_mut(STEP_LEN).enumerate() {
         for pair in 0..16 {
-            let s0 = src(ks * BLOCK + 2 * pair).unwrap_or(&ZEROS);
-            let s1 = src(ks * BLOCK + 2 * pair + 1).unwrap_or(&ZEROS);
+            let s0 = row(ks * BLOCK + 2 * pair).unwrap_or(&ZEROS);
+            let s1 = row(ks * BLOCK + 2 * pair + 1).unwrap_or(&ZEROS);
             for tj in 0..2 {
                 interleave(
                     &s0[tj * 16..][..16],
@@ -164,32 +187,19 @@ fn interleave(a: &[u16], b: &[u16], dst: &mut [u16]) {
     }
 }
 
-/// The wgrad panels built with AVX-512 (every AMX CPU has it): the same code, vectorized wider.
+/// The wgrad panels built with AVX-512 (every CPU that runs the instructions has it): the same
+/// code, vectorized wider.
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512 {
-    use super::Geom;
+    use super::{Geom, Rows};
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(in super::super) unsafe fn wgrad_dy_panel(
-        dy: &[u16],
-        g: &Geom,
-        p0: usize,
-        len: usize,
-        mb: usize,
-        panel: &mut [u16],
-    ) {
-        super::wgrad_dy_panel(dy, g, p0, len, mb, panel)
+    pub(in super::super) unsafe fn transposed_panel(rows: Rows, g: &Geom, p0: usize, len: usize, panel: &mut [u16]) {
+        super::transposed_panel(rows, g, p0, len, panel)
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(in super::super) unsafe fn wgrad_x_panel(
-        x: &[u16],
-        g: &Geom,
-        p0: usize,
-        len: usize,
-        nb: usize,
-        panel: &mut [u16],
-    ) {
-        super::wgrad_x_panel(x, g, p0, len, nb, panel)
+    pub(in super::super) unsafe fn pair_panel(rows: Rows, g: &Geom, p0: usize, len: usize, panel: &mut [u16]) {
+        super::pair_panel(rows, g, p0, len, panel)
     }
 }

@@ -29,6 +29,10 @@ fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
         ([1, 64, 3, 3], [64, 64, 1, 1], Conv2dParams::default()),
         // Stride 2 with dilation 2: each input class is reached by every tap or by none.
         ([1, 32, 7, 8], [32, 32, 3, 3], Conv2dParams::new(2, 2).with_dilation(2)),
+        // 1×1 with more output than input channels (the weight gradient transposed), at stride
+        // 1 and at stride 2 with an odd map.
+        ([2, 32, 5, 5], [64, 32, 1, 1], Conv2dParams::default()),
+        ([1, 32, 7, 7], [96, 32, 1, 1], Conv2dParams::new(2, 0)),
     ]
 }
 
@@ -186,7 +190,7 @@ fn weight_gradient_chunks_carry_the_sums() {
     // A pixel count above one chunk (4096 pixels: the 256 KiB panel bound): 2 × 48 × 50 = 4800.
     let (xd, wd, p) = ([2, 32, 48, 50], [32, 32, 3, 3], Conv2dParams::new(1, 1));
     let g = Geom::new(&xd, &wd, &p).unwrap();
-    assert!(wgrad_chunk(&g) < g.batch * g.p(), "the test needs two chunks");
+    assert!(!wgrad_transposed(&g) && wgrad_chunk(&g, g.o) < g.batch * g.p(), "the test needs two chunks");
     let Some(tiles) = Tiles::hardware() else {
         eprintln!("skipped: the emulations are too slow for {} pixels without AMX or AVX512-BF16", g.batch * g.p());
         return;
