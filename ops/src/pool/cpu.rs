@@ -13,7 +13,7 @@ use crate::pad::cpu::for_each_plane;
 /// to the real input `0..n`; also the unclipped extent within the padded input (PyTorch's
 /// `count_include_pad` divisor).
 #[inline]
-fn window(o: usize, k: usize, s: usize, p: usize, n: usize) -> (usize, usize, usize) {
+pub(super) fn window(o: usize, k: usize, s: usize, p: usize, n: usize) -> (usize, usize, usize) {
     let start = (o * s) as isize - p as isize;
     let end_padded = (start + k as isize).min((n + p) as isize);
     let padded_len = (end_padded - start) as usize;
@@ -25,25 +25,23 @@ pub fn max_forward<T: FloatElem>(x: &[T], g: &PoolGeom) -> (Vec<T>, Vec<u32>) {
     let (in_len, out_len) = (g.h * g.w, g.out_h * g.out_w);
     let mut out = vec![T::zero(); g.planes * out_len];
     let mut arg = vec![0u32; g.planes * out_len];
+    // BiT's stem pool in f32 has a vector kernel (max_avx2.rs); everything else the plain loop.
+    let fast = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && super::max_avx2::applies(g);
     let plane = |p: usize, (o, a): (&mut [T], &mut [u32])| {
         let xp = &x[p * in_len..(p + 1) * in_len];
+        if fast {
+            // SAFETY: T is f32 (checked above), so the slices are f32 slices.
+            let (xp, o) = unsafe {
+                (
+                    std::slice::from_raw_parts(xp.as_ptr().cast::<f32>(), xp.len()),
+                    std::slice::from_raw_parts_mut(o.as_mut_ptr().cast::<f32>(), o.len()),
+                )
+            };
+            return super::max_avx2::max_plane(xp, g, o, a);
+        }
         for oh in 0..g.out_h {
-            let (h0, h1, _) = window(oh, g.kernel[0], g.stride[0], g.padding[0], g.h);
             for ow in 0..g.out_w {
-                let (w0, w1, _) = window(ow, g.kernel[1], g.stride[1], g.padding[1], g.w);
-                // As PyTorch's CPU kernel: start at −∞ pointing at the first real element; a later
-                // element replaces the maximum only when strictly greater (or NaN).
-                let (mut best, mut best_at) = (T::neg_infinity(), h0 * g.w + w0);
-                for i in h0..h1 {
-                    for (j, &v) in xp[i * g.w + w0..i * g.w + w1].iter().enumerate() {
-                        if v > best || v.is_nan() {
-                            best = v;
-                            best_at = i * g.w + w0 + j;
-                        }
-                    }
-                }
-                o[oh * g.out_w + ow] = best;
-                a[oh * g.out_w + ow] = best_at as u32;
+                (o[oh * g.out_w + ow], a[oh * g.out_w + ow]) = max_output(xp, g, oh, ow);
             }
         }
     };
@@ -55,6 +53,26 @@ pub fn max_forward<T: FloatElem>(x: &[T], g: &PoolGeom) -> (Vec<T>, Vec<u32>) {
         }
     }
     (out, arg)
+}
+
+/// One output of a max pool over the plane `xp`: the maximum of its window and the in-plane
+/// position of its first occurrence.
+#[inline]
+pub(super) fn max_output<T: FloatElem>(xp: &[T], g: &PoolGeom, oh: usize, ow: usize) -> (T, u32) {
+    let (h0, h1, _) = window(oh, g.kernel[0], g.stride[0], g.padding[0], g.h);
+    let (w0, w1, _) = window(ow, g.kernel[1], g.stride[1], g.padding[1], g.w);
+    // As PyTorch's CPU kernel: start at −∞ pointing at the first real element; a later element
+    // replaces the maximum only when strictly greater (or NaN).
+    let (mut best, mut best_at) = (T::neg_infinity(), h0 * g.w + w0);
+    for i in h0..h1 {
+        for (j, &v) in xp[i * g.w + w0..i * g.w + w1].iter().enumerate() {
+            if v > best || v.is_nan() {
+                best = v;
+                best_at = i * g.w + w0 + j;
+            }
+        }
+    }
+    (best, best_at as u32)
 }
 
 /// Max-pool backward: each output gradient added at its argmax.

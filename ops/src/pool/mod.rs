@@ -29,6 +29,7 @@ pub(crate) mod cpu;
 mod gpu;
 #[cfg(test)]
 mod gpu_tests;
+mod max_avx2;
 #[cfg(test)]
 mod tests;
 

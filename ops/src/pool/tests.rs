@@ -255,3 +255,54 @@ fn bit_stem_zero_pad_differs_from_pool_padding() {
     let pos = x.abs().unwrap();
     assert_eq!(bit_stem(&pos).to_vec::<f64>().unwrap(), pool_pad(&pos).to_vec::<f64>().unwrap());
 }
+
+/// The stem pool's vector kernel (3×3, stride 2, f32; `max_avx2.rs`) against the plain loop,
+/// bit for bit in the maxima and their positions: ties, ±0, NaN and infinities, maps wide
+/// enough for several vector blocks and narrow enough for none, with and without padding.
+#[test]
+fn stem_pool_vector_kernel_is_the_plain_loop_bit_for_bit() {
+    let specials = [0.0f32, -0.0, 1.0, -1.0, 2.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.5];
+    let mut s = 7u64;
+    let mut checked = 0;
+    for (h, w) in [(5, 5), (9, 19), (19, 35), (20, 36), (66, 66), (7, 41)] {
+        for pad in [0, 1] {
+            let x = Tensor::from_vec(vec![0f32; 3 * h * w], [3, h, w], CPU).unwrap();
+            let g = PoolGeom::new("max_pool2d", &x, [3, 3], [2, 2], [pad, pad]).unwrap();
+            let data: Vec<f32> = (0..3 * h * w)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let r = s >> 33;
+                    // Mostly a few repeated values (ties), some specials, some noise.
+                    match r % 8 {
+                        0 => specials[(r / 8) as usize % specials.len()],
+                        1..=4 => ((r / 8) % 4) as f32,
+                        _ => (r % 1000) as f32 / 100.0 - 5.0,
+                    }
+                })
+                .collect();
+            let (o, a) = cpu::max_forward::<f32>(&data, &g);
+            for p in 0..3 {
+                let xp = &data[p * h * w..][..h * w];
+                for oh in 0..g.out_h {
+                    for ow in 0..g.out_w {
+                        let (want, at) = cpu::max_output(xp, &g, oh, ow);
+                        let k = (p * g.out_h + oh) * g.out_w + ow;
+                        assert_eq!(
+                            (o[k].to_bits(), a[k]),
+                            (want.to_bits(), at),
+                            "{h}×{w} pad {pad} plane {p} ({oh}, {ow})"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 2000);
+    if !super::max_avx2::applies(
+        &PoolGeom::new("max_pool2d", &Tensor::zeros([1, 5, 5], DType::F32, CPU).unwrap(), [3, 3], [2, 2], [0, 0])
+            .unwrap(),
+    ) {
+        eprintln!("no AVX2 at the active level: the plain loop was compared with itself");
+    }
+}
