@@ -16,7 +16,7 @@
 //!   class over its own taps, so no zero-inserted copy and no products with structural zeros;
 //! * **wgrad**: `dW[K × RSC] = dYᵀ[K × NPQ] · X̃[NPQ × RSC]` — `k` runs over the pixels, in chunks
 //!   whose packed operands stay in L2 (see [`wgrad`]); `dW` is f32 and the `C` tiles start from
-//!   the previous chunk's sums.
+//!   the previous chunk's sums. Expanding 1×1 filters compute `dWᵀ = X̃ᵀ · dY` instead.
 //!
 //! The packed layouts: `A` as `[32-row block][k-step][2 tiles][16 rows][32]`, `B` as
 //! `[32-column block][k-step][2 tiles][16 k-pairs][16 columns][2]` (AMX's pair-interleaved
@@ -50,8 +50,8 @@ use crate::group_norm::lanes::filled_vec;
 const BLOCK: usize = 32;
 /// Values in one k-step of a packed 32-row (or 32-column) panel: two tiles.
 const STEP_LEN: usize = 2 * TILE_LEN;
-/// The bounds on one weight-gradient chunk's packed `dyᵀ` and on one `B` panel (see
-/// [`wgrad_chunk`]).
+/// The bounds on one weight-gradient chunk's packed `A` (`dyᵀ`, or `X̃ᵀ` in the transposed
+/// form) and on one `B` panel (see [`wgrad_chunk`]).
 const WGRAD_A_BYTES: usize = 1 << 20;
 const WGRAD_PANEL_BYTES: usize = 256 << 10;
 
