@@ -67,7 +67,7 @@ section "the real CUDA host path on the CUDA shim (kernels/shim; docs/gpu-testin
 # the device suites with Cuda(0) as the GPU device under test — CUBINs first, then once more with
 # CUBINs refused so that every module goes through the PTX fallback.
 SHIM_TESTS=(--test cuda_shim --test device_parity --test bottleneck_emu --test parity_timm
-            --test train_step --test train_checkpoint --test cli_models --test precision_bf16)
+            --test train_step --test train_checkpoint --test cli_models --test precision_bf16 --test fusion)
 export BITGRAD_GPU_TEST_DEVICE=cuda BITGRAD_TEST_CUDA=1 BITGRAD_REQUIRE_SHIM=1
 # (R50x1's bf16 logits once, on Emu above: the tiny model covers the same host path here.)
 scripts/with-shim.sh cargo test --quiet --workspace "${SHIM_TESTS[@]}" -- --skip r50x1_bf16

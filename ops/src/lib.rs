@@ -20,6 +20,7 @@ pub mod dropout;
 pub(crate) mod format;
 #[cfg(test)]
 mod format_tests;
+pub mod fusion;
 pub mod group_norm;
 pub mod linear;
 pub mod pad;

@@ -61,15 +61,13 @@ pub fn run() -> bitgrad::models::Result<()> {
     // Each step frees its buffers and the next takes as many again: keep the memory mapped
     // instead of faulting every page in again (engine/src/cpu/malloc.rs).
     bitgrad::engine::cpu::malloc::keep_freed_memory();
-    // The main thread runs the steps: it becomes one of rayon's workers instead of competing
-    // with them for the cores (engine/src/cpu/pool.rs).
-    bitgrad::engine::cpu::pool::join_global_pool();
     // A level the CPU lacks (or a typo) is refused before any work, not silently ignored.
     if let Ok(v) = std::env::var("BITGRAD_CPU_ISA") {
         if !v.trim().is_empty() {
             bitgrad::engine::cpu::isa::parse_forced(&v).map_err(bitgrad::models::Error::Msg)?;
         }
     }
+    bitgrad::ops::fusion::from_env().map_err(bitgrad::models::Error::Msg)?;
     match cli.command {
         Command::Info(args) => info::run(args),
         Command::Predict(args) => predict::run(args),

@@ -1,6 +1,7 @@
 //! The two building blocks of ResNetV2: the BiT stem and the pre-activation bottleneck unit.
 
 use bitgrad_engine::Tensor;
+use bitgrad_ops::fusion::{self, Fusion};
 use bitgrad_ops::pad::pad2d;
 use bitgrad_ops::pool::max_pool2d;
 
@@ -108,8 +109,13 @@ impl PreActBottleneck {
         };
         let h = self.conv1.forward(&p)?;
         let h = self.conv2.forward(&self.norm2.forward(&h)?)?;
-        let h = self.conv3.forward(&self.norm3.forward(&h)?)?;
-        Ok(h.add(&shortcut)?)
+        let h = self.norm3.forward(&h)?;
+        // The shortcut as conv3's initial accumulator (bitgrad_ops::fusion), or a separate add.
+        if fusion::enabled(Fusion::Residual) {
+            self.conv3.forward_add(&h, &shortcut)
+        } else {
+            Ok(self.conv3.forward(&h)?.add(&shortcut)?)
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use bitgrad_engine::Tensor;
 use bitgrad_ops::conv2d::Conv2dParams;
-use bitgrad_ops::std_conv2d::std_conv2d;
+use bitgrad_ops::std_conv2d::{std_conv2d, std_conv2d_add};
 use bitgrad_ops::weight_std::weight_std;
 
 use crate::error::Result;
@@ -50,6 +50,12 @@ impl StdConv2d {
     /// weight's gradient in f32).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(std_conv2d(x, &self.weight, self.ws_eps, &self.params)?)
+    }
+
+    /// `forward(x) + residual` with the residual as the convolution's initial accumulator (one
+    /// node where the kernels take it: `bitgrad_ops::std_conv2d::std_conv2d_add`).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        Ok(std_conv2d_add(x, &self.weight, self.ws_eps, &self.params, residual)?)
     }
 }
 

@@ -222,15 +222,26 @@ pub(crate) fn gather_images_transposed<T: FloatElem>(src: &[T], rows: usize, p: 
     });
 }
 
-/// The inverse of [`gather_images`], adding `bias[r]` to every value of row `r` on the way.
-pub(crate) fn scatter_images<T: FloatElem>(src: &[T], rows: usize, p: usize, bias: Option<&[T]>, dst: &mut [T]) {
+/// The inverse of [`gather_images`], adding `bias[r]` to every value of row `r` on the way;
+/// with `add`, the values are added to what `dst` holds (the residual of a fused
+/// `conv2d_add`: `dst + (src + bias)`, the sum the separate add would make).
+pub(crate) fn scatter_images<T: FloatElem>(
+    src: &[T],
+    rows: usize,
+    p: usize,
+    bias: Option<&[T]>,
+    add: bool,
+    dst: &mut [T],
+) {
     let n = src.len() / rows.max(1);
     for_each_row(dst, p, |plane, d| {
         let (b, r) = (plane / rows, plane % rows);
         let s = &src[r * n + b * p..][..p];
-        match bias {
-            Some(bias) => d.iter_mut().zip(s).for_each(|(d, &s)| *d = s + bias[r]),
-            None => d.copy_from_slice(s),
+        match (bias, add) {
+            (Some(bias), false) => d.iter_mut().zip(s).for_each(|(d, &s)| *d = s + bias[r]),
+            (Some(bias), true) => d.iter_mut().zip(s).for_each(|(d, &s)| *d = *d + (s + bias[r])),
+            (None, false) => d.copy_from_slice(s),
+            (None, true) => d.iter_mut().zip(s).for_each(|(d, &s)| *d = *d + s),
         }
     });
 }

@@ -102,12 +102,40 @@ fn per_group<T: Send>(
     }
 }
 
-/// `y[batch, o, oh, ow]` from `x[batch, c, h, w]`, `w[o, c/groups, kh, kw]` and `bias[o]`.
-pub(crate) fn forward<T: FloatElem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom, max_col_bytes: usize) -> Vec<T> {
-    if let Some(y) = super::direct::forward(x, w, bias, g) {
+/// What a forward's output starts from before the products are added to it: the bias of each
+/// output channel, and a residual `[batch, o, oh, ow]` (`conv2d_add`: the residual is the
+/// initial accumulator, so the sum is written once instead of once by the convolution and once
+/// more by an add).
+#[derive(Clone, Copy)]
+pub(crate) struct Start<'a, T> {
+    pub bias: Option<&'a [T]>,
+    pub residual: Option<&'a [T]>,
+}
+
+impl<'a, T> Start<'a, T> {
+    pub fn bias(bias: Option<&'a [T]>) -> Self {
+        Start { bias, residual: None }
+    }
+    /// Whether the products are added to something (else they overwrite zeros).
+    pub fn accumulates(&self) -> bool {
+        self.bias.is_some() || self.residual.is_some()
+    }
+}
+
+/// `y[batch, o, oh, ow]` from `x[batch, c, h, w]`, `w[o, c/groups, kh, kw]`, `bias[o]` and the
+/// residual (`start`).
+pub(crate) fn forward<T: FloatElem>(x: &[T], w: &[T], start: Start<T>, g: &Geom, max_col_bytes: usize) -> Vec<T> {
+    if let Some(y) = super::direct::forward(x, w, start, g) {
         return y;
     }
-    let mut out = vec![T::zero(); g.batch * g.o * g.p()];
+    let len = g.batch * g.o * g.p();
+    let mut out = match start.residual {
+        Some(r) => {
+            assert_eq!(r.len(), len, "conv2d forward: the residual must have the output's shape");
+            r.to_vec()
+        }
+        None => vec![T::zero(); len],
+    };
     if out.is_empty() {
         return out;
     }
@@ -116,7 +144,7 @@ pub(crate) fn forward<T: FloatElem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Ge
     // (Tests pass a tiny column bound to exercise the tiling too.)
     let tile_bytes = L2_TILE_BYTES.min(max_col_bytes);
     for_each_chunk(g, nb, &mut out, img_out, |chunk, col_buf, stage, out| {
-        forward_chunk(x, w, bias, chunk, col_buf, stage, out, tile_bytes)
+        forward_chunk(x, w, start, chunk, col_buf, stage, out, tile_bytes)
     });
     out
 }
@@ -197,12 +225,13 @@ impl<'g> Chunk<'g> {
     }
 }
 
-/// The forward of one chunk into `out` (its part of the output).
+/// The forward of one chunk into `out` (its part of the output, holding the chunk's residual
+/// when `start` has one, else zeros).
 #[allow(clippy::too_many_arguments)]
 fn forward_chunk<T: FloatElem>(
     x: &[T],
     w: &[T],
-    bias: Option<&[T]>,
+    start: Start<T>,
     ch: &Chunk,
     col_buf: &mut [T],
     stage: &mut [T],
@@ -211,11 +240,17 @@ fn forward_chunk<T: FloatElem>(
 ) {
     let (g, n) = (ch.g, ch.n);
     let (p, o, og, kg) = (g.p(), g.o, g.og(), g.kg());
-    // One image: the GEMM writes the output directly (on top of the bias, if any).
+    // One image: the GEMM writes the output directly (on top of the residual and the bias, if
+    // any).
     let direct = ch.n_img == 1;
+    let accumulate = start.accumulates();
     if direct {
-        if let Some(bias) = bias {
-            out.chunks_exact_mut(p).zip(bias).for_each(|(row, &b)| row.fill(b));
+        if let Some(bias) = start.bias {
+            let rows = out.chunks_exact_mut(p).zip(bias);
+            match start.residual {
+                Some(_) => rows.for_each(|(row, &b)| row.iter_mut().for_each(|v| *v = *v + b)),
+                None => rows.for_each(|(row, &b)| row.fill(b)),
+            }
         }
         if !ch.in_place() {
             // Output rows a few at a time, so that the columns stay in L2 between im2col
@@ -229,7 +264,7 @@ fn forward_chunk<T: FloatElem>(
                 per_group(&mut *out, ch, 2 * og * kg * tp, |gi, d, par| {
                     let a = MatRef::rows(&w[gi * og * kg..][..og * kg], og, kg);
                     let b = MatRef::rows(&cols[gi * kg * tp..][..kg * tp], kg, tp);
-                    matmul(MatMut::new(&mut d[oh0 * g.ow..], og, tp, p, 1), bias.is_some(), a, b, par);
+                    matmul(MatMut::new(&mut d[oh0 * g.ow..], og, tp, p, 1), accumulate, a, b, par);
                 });
             }
             return;
@@ -240,10 +275,10 @@ fn forward_chunk<T: FloatElem>(
     per_group(dst, ch, 2 * og * kg * n, |gi, d, par| {
         let a = MatRef::rows(&w[gi * og * kg..][..og * kg], og, kg);
         let b = MatRef::rows(&cols[gi * kg * n..][..kg * n], kg, n);
-        matmul(MatMut::rows(d, og, n), direct && bias.is_some(), a, b, par);
+        matmul(MatMut::rows(d, og, n), direct && accumulate, a, b, par);
     });
     if !direct {
-        scatter_images(&stage[..o * n], o, p, bias, out);
+        scatter_images(&stage[..o * n], o, p, start.bias, start.residual.is_some(), out);
     }
 }
 

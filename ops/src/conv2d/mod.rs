@@ -73,6 +73,8 @@ pub(crate) mod tc;
 mod workspace;
 
 #[cfg(test)]
+mod add_tests;
+#[cfg(test)]
 mod gpu_tests;
 #[cfg(test)]
 mod tc_gpu_tests;
@@ -94,6 +96,53 @@ use params::Geom;
 /// are not divisible by `groups`, a bias that is not `[O]`, zero stride, dilation or groups, a
 /// (dilated) kernel larger than the padded input, mixed dtypes or devices, integer dtypes.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<Tensor> {
+    conv2d_start(x, w, bias, None, p)
+}
+
+/// `conv2d(x, w, bias) + residual` as one op, the residual `[B, O, OH, OW]` being the
+/// convolution's initial accumulator (a fusion: the sum is written once, and no separate
+/// output is made for the convolution; `crate::fusion`). Its gradient is the output gradient
+/// itself, shared without a copy.
+///
+/// Fused for f32 and f64 on the CPU, in any memory format (a channels-last input is converted
+/// at the boundary as in `conv2d`; a residual in another layout than NCHW is read through one
+/// contiguous copy). On GPU devices, for f16/bf16 on the CPU, and for a residual of another
+/// shape, dtype or device (which the add broadcasts or refuses), it is
+/// `conv2d(..)?.add(residual)`, two recorded ops. Fused and unfused sums differ only in
+/// rounding: the fused one adds the products onto the residual, the unfused one adds the
+/// residual to the rounded convolution.
+pub fn conv2d_add(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: &Conv2dParams,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    let fusable = matches!(x.dtype(), DType::F32 | DType::F64)
+        && !x.device().is_gpu()
+        && residual.dtype() == x.dtype()
+        && residual.device() == x.device()
+        && x.rank() == 4
+        && w.rank() == 4
+        && Geom::new(x.dims(), w.dims(), p).is_ok_and(|g| residual.dims() == [g.batch, g.o, g.oh, g.ow]);
+    if !fusable {
+        return conv2d(x, w, bias, p)?.add(residual);
+    }
+    if format::is_channels_last_input(x) || format::is_channels_last_input(w) {
+        let y = conv2d_add(&format::to_nchw(x)?, &format::to_nchw(w)?, bias, p, residual)?;
+        return if format::is_channels_last_input(x) { y.to_memory_format(MemoryFormat::ChannelsLast) } else { Ok(y) };
+    }
+    conv2d_start(x, w, bias, Some(residual), p)
+}
+
+/// [`conv2d`], on top of `residual` when given ([`conv2d_add`] checked that it fits).
+fn conv2d_start(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    p: &Conv2dParams,
+) -> Result<Tensor> {
     // The kernels (CPU and GPU) read an NCHW input and an OIHW weight. A channels-last input or
     // weight is converted once here, at the boundary (crate::format), the output is returned in
     // the input's format, and the gradients come back in each tensor's own format. A model
@@ -118,27 +167,47 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -
     // backward reads them without copying again.
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     let bias = bias.map(|b| b.contiguous()).transpose()?;
+    // The kernels read the residual row-major (a copy only when it is not).
+    let residual_c = residual.map(|r| r.contiguous()).transpose()?;
     let out = match x.dtype() {
         _ if x.device().is_gpu() => gpu::forward(&x, &w, bias.as_ref(), &geom)?,
-        DType::F32 => forward::<f32>(&x, &w, bias.as_ref(), &geom)?,
-        _ => forward::<f64>(&x, &w, bias.as_ref(), &geom)?,
+        DType::F32 => forward::<f32>(&x, &w, bias.as_ref(), residual_c.as_ref(), &geom)?,
+        _ => forward::<f64>(&x, &w, bias.as_ref(), residual_c.as_ref(), &geom)?,
     };
     let out = Tensor::from_storage(out, [geom.batch, geom.o, geom.oh, geom.ow]);
-    let op = Conv2dBackward { geom };
-    Ok(match &bias {
-        Some(b) => out.record(&[&x, &w, b], op),
-        None => out.record(&[&x, &w], op),
-    })
+    let op = Conv2dBackward { geom, residual: residual.is_some() };
+    // The residual is recorded as given (its gradient is the output gradient, whatever its
+    // strides), after x, w and the bias.
+    let mut inputs = vec![&x, &w];
+    inputs.extend(bias.as_ref());
+    inputs.extend(residual);
+    Ok(out.record(&inputs, op))
 }
 
-fn forward<T: FloatElem>(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, geom: &Geom) -> Result<Storage> {
-    let out = x.with_cpu_slice::<T, _>(|xs| {
-        w.with_cpu_slice::<T, _>(|ws| match bias {
-            Some(b) => b.with_cpu_slice::<T, _>(|bs| cpu::forward(xs, ws, Some(bs), geom, cpu::MAX_COL_BYTES)),
-            None => Ok(cpu::forward(xs, ws, None, geom, cpu::MAX_COL_BYTES)),
+fn forward<T: FloatElem>(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    geom: &Geom,
+) -> Result<Storage> {
+    let out = with_slice::<T, _>(bias, |bias| {
+        with_slice::<T, _>(residual, |residual| {
+            let start = cpu::Start { bias, residual };
+            x.with_cpu_slice::<T, _>(|xs| {
+                w.with_cpu_slice::<T, _>(|ws| cpu::forward(xs, ws, start, geom, cpu::MAX_COL_BYTES))
+            })
         })
-    })???;
+    })????;
     Ok(Storage::Cpu(T::into_storage(out)))
+}
+
+/// `f` on the CPU slice of `t`, or on `None` without a tensor.
+fn with_slice<T: FloatElem, R>(t: Option<&Tensor>, f: impl FnOnce(Option<&[T]>) -> R) -> Result<R> {
+    match t {
+        Some(t) => t.with_cpu_slice::<T, _>(|v| f(Some(v))),
+        None => Ok(f(None)),
+    }
 }
 
 /// Shapes, dtypes and devices of a call, checked before any work.
@@ -184,9 +253,11 @@ fn check(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Res
     Ok(geom)
 }
 
-/// The backward of [`conv2d`]: inputs `[x, w]` or `[x, w, bias]`, all contiguous.
+/// The backward of [`conv2d`]: inputs `[x, w]` or `[x, w, bias]`, all contiguous, then the
+/// residual of [`conv2d_add`] when `residual`.
 struct Conv2dBackward {
     geom: Geom,
+    residual: bool,
 }
 
 impl BackwardOp for Conv2dBackward {
@@ -195,9 +266,10 @@ impl BackwardOp for Conv2dBackward {
     }
 
     /// `dx = col2im(Wᵀ·dY)`, `dW = Σ dY·colsᵀ`, `db = Σ dY` (see the module docs), each only when
-    /// that input requires a gradient.
-    fn backward(&self, inputs: &[Tensor], _y: &Tensor, gy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let gy = gy.contiguous()?;
+    /// that input requires a gradient; the residual's is `dY` itself.
+    fn backward(&self, inputs: &[Tensor], _y: &Tensor, gy_in: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (inputs, residual) = if self.residual { inputs.split_at(inputs.len() - 1) } else { (inputs, &[][..]) };
+        let gy = gy_in.contiguous()?;
         let need =
             [inputs[0].requires_grad(), inputs[1].requires_grad(), inputs.get(2).is_some_and(|b| b.requires_grad())];
         if gy.device().is_gpu() {
@@ -213,6 +285,9 @@ impl BackwardOp for Conv2dBackward {
         let mut out = vec![wrap(grads.dx, vec![g.batch, g.c, g.h, g.w]), wrap(grads.dw, vec![g.o, g.cg(), g.kh, g.kw])];
         if inputs.len() == 3 {
             out.push(wrap(grads.db, vec![g.o]));
+        }
+        if let [r] = residual {
+            out.push(r.requires_grad().then(|| gy_in.clone()));
         }
         Ok(out)
     }

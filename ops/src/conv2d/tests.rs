@@ -150,7 +150,7 @@ pub(super) fn assert_close(got: &[f64], want: &[f64], scale: &[f64], tol: f64, w
 }
 
 /// The two chunking regimes: one image per chunk, and the default (whole small batches).
-const CHUNK_BOUNDS: [usize; 2] = [0, cpu::MAX_COL_BYTES];
+pub(super) const CHUNK_BOUNDS: [usize; 2] = [0, cpu::MAX_COL_BYTES];
 
 fn check_against_naive(case: &Case, seed: u64) {
     let g = case.geom();
@@ -163,7 +163,7 @@ fn check_against_naive(case: &Case, seed: u64) {
     let (dx, dw, db) = naive_grads(&x, &w, &gy, &g);
     let (sx, sw, sb) = naive_grads(&abs(&x), &abs(&w), &abs(&gy), &g);
     for bound in CHUNK_BOUNDS {
-        let y = cpu::forward(&x, &w, b.as_deref(), &g, bound);
+        let y = cpu::forward(&x, &w, cpu::Start::bias(b.as_deref()), &g, bound);
         assert_close(&y, &want, &scale, 1e-13, &format!("y (bound {bound}) {case:?}"));
         let grads = cpu::backward(&x, &w, &gy, &g, [true, true, true], bound);
         assert_close(&grads.dx.unwrap(), &dx, &sx, 1e-13, &format!("dx (bound {bound}) {case:?}"));
@@ -232,7 +232,7 @@ pub(super) fn dense([batch, c, h, w]: [usize; 4], o: usize, k: usize, params: Co
 }
 
 /// Shapes the generator rarely or never produces.
-fn corner_cases() -> Vec<Case> {
+pub(super) fn corner_cases() -> Vec<Case> {
     vec![
         // C == H == W (and O too): a transposed axis would go unnoticed in the shapes.
         dense([2, 5, 5, 5], 5, 3, Conv2dParams::new(1, 1), true),
@@ -364,7 +364,7 @@ fn results_are_identical_on_any_number_of_threads() {
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
-                let y = cpu::forward(&x, &w, case.bias.then_some(&b[..]), &g, *bound);
+                let y = cpu::forward(&x, &w, cpu::Start::bias(case.bias.then_some(&b[..])), &g, *bound);
                 let gr = cpu::backward(&x, &w, &gy, &g, [true, true, true], *bound);
                 (y, gr.dx.unwrap(), gr.dw.unwrap(), gr.db.unwrap())
             })

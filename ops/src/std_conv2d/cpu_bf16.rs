@@ -52,7 +52,15 @@ fn nhwc(t: &Tensor) -> Result<Tensor> {
 }
 
 impl Plan {
-    pub(super) fn forward(self, x: &Tensor, w: &Tensor, ws_eps: Option<f64>) -> Result<Tensor> {
+    /// The node's forward; with a residual (bf16, the output's shape, checked by the caller) the
+    /// accumulators start from it and the node records it as a third input.
+    pub(super) fn forward(
+        self,
+        x: &Tensor,
+        w: &Tensor,
+        ws_eps: Option<f64>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let g = self.g;
         let xcl = x.to_memory_format(MemoryFormat::ChannelsLast)?;
         let x_nhwc = nhwc(&xcl)?;
@@ -66,9 +74,17 @@ impl Plan {
             None => (None, None, bf16_tiles::round_weight(self.tiles, v, &g)),
         })?;
         let packed = bf16_tiles::pack_weight_fprop(&w_bf16, &g);
-        let y = x_nhwc.with_cpu_slice::<bf16, _>(|xs| bf16_tiles::fprop(self.tiles, bits(xs), &packed, &g))?;
+        let r_nhwc = residual.map(nhwc).transpose()?;
+        let y = x_nhwc.with_cpu_slice::<bf16, _>(|xs| match &r_nhwc {
+            Some(r) => {
+                r.with_cpu_slice::<bf16, _>(|rs| bf16_tiles::fprop(self.tiles, bits(xs), &packed, Some(bits(rs)), &g))
+            }
+            None => Ok(bf16_tiles::fprop(self.tiles, bits(xs), &packed, None, &g)),
+        })??;
         let y = Tensor::from_vec(from_bits(y), [g.batch, g.oh, g.ow, g.o], Device::Cpu)?.permute(&TO_NCHW)?;
-        Ok(y.record(&[&xcl, w], StdConv2dCpuBf16Backward { plan: self, x: x_nhwc, w_hat, w_bf16, rstd }))
+        let mut inputs = vec![&xcl, w];
+        inputs.extend(residual);
+        Ok(y.record(&inputs, StdConv2dCpuBf16Backward { plan: self, x: x_nhwc, w_hat, w_bf16, rstd }))
     }
 }
 
@@ -88,9 +104,9 @@ impl BackwardOp for StdConv2dCpuBf16Backward {
         "std_conv2d (cpu, bf16)"
     }
 
-    fn backward(&self, inputs: &[Tensor], _y: &Tensor, gy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(&self, inputs: &[Tensor], _y: &Tensor, gy_in: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (g, tiles) = (&self.plan.g, self.plan.tiles);
-        let gy = nhwc(&gy.to_dtype(DType::BF16)?)?;
+        let gy = nhwc(&gy_in.to_dtype(DType::BF16)?)?;
         let dx = if inputs[0].requires_grad() {
             let dx = gy.with_cpu_slice::<bf16, _>(|d| bf16_tiles::dgrad(tiles, bits(d), &self.w_bf16, g))?;
             Some(Tensor::from_vec(from_bits(dx), [g.batch, g.h, g.w, g.c], Device::Cpu)?.permute(&TO_NCHW)?)
@@ -110,6 +126,11 @@ impl BackwardOp for StdConv2dCpuBf16Backward {
         } else {
             None
         };
-        Ok(vec![dx, dw])
+        let mut out = vec![dx, dw];
+        // A fused residual's gradient is the output gradient itself.
+        if let Some(r) = inputs.get(2) {
+            out.push(r.requires_grad().then(|| gy_in.clone()));
+        }
+        Ok(out)
     }
 }

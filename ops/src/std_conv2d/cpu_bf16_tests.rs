@@ -41,7 +41,7 @@ fn run(tiles: Tiles, (name, xd, k, ks, p, ws, channels_last): Case) {
     let x = x.requires_grad_(true);
     let w = w32.detach().requires_grad_(true);
     let plan = plan_with(&x, &w, &p, tiles).unwrap_or_else(|| panic!("{name}: the bf16 kernels take it"));
-    let y = plan.forward(&x, &w, ws).unwrap();
+    let y = plan.forward(&x, &w, ws, None).unwrap();
     assert_eq!(y.dtype(), DType::BF16, "{name}");
     assert!(y.is_channels_last(), "{name}: the output is channels-last");
     let gy = randn_as(y.dims(), DType::BF16, 3);

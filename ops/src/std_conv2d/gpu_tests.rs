@@ -142,6 +142,17 @@ fn bf16_activations_run_the_tensor_core_node_within_bf16_bounds() {
     }
 }
 
+/// `std_conv2d_add` on the tensor-core node: the residual in the fprop's epilogue (the checks
+/// of `add_tests.rs`).
+#[test]
+fn the_tensor_core_node_starts_from_the_residual() {
+    let dev = test_device();
+    let x = randn_as(&[1, 32, 4, 4], DType::BF16, 1).to_device(dev).unwrap();
+    let w = randn_as(&[64, 32, 1, 1], DType::F32, 2).to_device(dev).unwrap();
+    assert!(tc::plan(&x, &w, &Conv2dParams::new(1, 0)).is_some(), "the case runs the tensor-core node");
+    super::add_tests::check_route(super::add_tests::Route::Public(dev));
+}
+
 #[test]
 fn shapes_the_kernels_refuse_fall_back_to_f32_arithmetic() {
     let dev = test_device();

@@ -60,7 +60,15 @@ fn unpad_channels(t: Tensor, c: usize) -> Result<Tensor> {
 }
 
 impl Plan {
-    pub(super) fn forward(self, x: &Tensor, w: &Tensor, ws_eps: Option<f64>) -> Result<Tensor> {
+    /// The node's forward; with a residual (bf16, the output's shape, checked by the caller) the
+    /// fprop adds it in its epilogue and the node records it as a third input.
+    pub(super) fn forward(
+        self,
+        x: &Tensor,
+        w: &Tensor,
+        ws_eps: Option<f64>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let xcl = x.to_memory_format(MemoryFormat::ChannelsLast)?;
         let x_nhwc = pad_channels(&xcl.detach().permute(&TO_NHWC)?, self.c_pad)?;
         let w_krsc = w.detach().permute(&TO_NHWC)?.contiguous()?;
@@ -72,8 +80,13 @@ impl Plan {
             None => (w_krsc.to_dtype(DType::BF16)?.contiguous()?, None),
         };
         let w_hat = pad_channels(&w_hat, self.c_pad)?;
-        let y = tc_conv2d_fprop(&x_nhwc, &w_hat, None, &self.params, DType::BF16)?.permute(&TO_NCHW)?;
-        Ok(y.record(&[&xcl, w], StdConv2dTcBackward { plan: self, x: x_nhwc, w_hat, stats }))
+        let r_nhwc = residual
+            .map(|r| r.to_memory_format(MemoryFormat::ChannelsLast)?.detach().permute(&TO_NHWC)?.contiguous())
+            .transpose()?;
+        let y = tc_conv2d_fprop(&x_nhwc, &w_hat, r_nhwc.as_ref(), &self.params, DType::BF16)?.permute(&TO_NCHW)?;
+        let mut inputs = vec![&xcl, w];
+        inputs.extend(residual);
+        Ok(y.record(&inputs, StdConv2dTcBackward { plan: self, x: x_nhwc, w_hat, stats }))
     }
 }
 
@@ -91,9 +104,9 @@ impl BackwardOp for StdConv2dTcBackward {
         "std_conv2d (tensor cores, bf16)"
     }
 
-    fn backward(&self, inputs: &[Tensor], _y: &Tensor, gy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(&self, inputs: &[Tensor], _y: &Tensor, gy_in: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let Plan { params, c, hw, rs, .. } = &self.plan;
-        let gy = gy.to_dtype(DType::BF16)?.to_memory_format(MemoryFormat::ChannelsLast)?.permute(&TO_NHWC)?;
+        let gy = gy_in.to_dtype(DType::BF16)?.to_memory_format(MemoryFormat::ChannelsLast)?.permute(&TO_NHWC)?;
         let dx = if inputs[0].requires_grad() {
             let dx = tc_conv2d_dgrad(&gy, &self.w_hat, *hw, params, DType::BF16)?;
             Some(unpad_channels(dx, *c)?.permute(&TO_NCHW)?)
@@ -115,6 +128,11 @@ impl BackwardOp for StdConv2dTcBackward {
         } else {
             None
         };
-        Ok(vec![dx, dw])
+        let mut out = vec![dx, dw];
+        // A fused residual's gradient is the output gradient itself.
+        if let Some(r) = inputs.get(2) {
+            out.push(r.requires_grad().then(|| gy_in.clone()));
+        }
+        Ok(out)
     }
 }

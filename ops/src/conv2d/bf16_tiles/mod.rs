@@ -310,13 +310,15 @@ impl Phase {
 }
 
 /// `out[rows × ncols]` (bf16) `= A · B` where row `m` of `A` is gathered by `fill(m, panel,
-/// local)` into a 32-row panel and `B` is packed (`pack_b`), `ksteps` steps deep.
+/// local)` into a 32-row panel and `B` is packed (`pack_b`), `ksteps` steps deep; with `start`
+/// (bf16 `[rows × ncols]`), `out = start + A · B`, rounded once.
 fn gemm_gathered(
     tiles: Tiles,
     rows: usize,
     ncols: usize,
     ksteps: usize,
     b: &[u16],
+    start: Option<&[u16]>,
     fill: impl Fn(usize, &mut [u16], usize) + Sync,
 ) -> Vec<u16> {
     tiles.record();
@@ -335,7 +337,17 @@ fn gemm_gathered(
                 }
                 let mut c = [0f32; BLOCK * BLOCK];
                 for nb in 0..ncols / BLOCK {
-                    tiles.block(&mut c, BLOCK, false, panel, &b[nb * ksteps * STEP_LEN..][..ksteps * STEP_LEN], ksteps);
+                    if let Some(start) = start {
+                        // The residual (exact in f32) is the accumulators' initial value.
+                        for (i, acc) in c.chunks_mut(BLOCK).enumerate() {
+                            match start.get((mb * BLOCK + i) * ncols + nb * BLOCK..).filter(|_| i < here) {
+                                Some(r) => acc.iter_mut().zip(r).for_each(|(a, &r)| *a = bf16_to_f32(r)),
+                                None => acc.fill(0.0),
+                            }
+                        }
+                    }
+                    let (a, b) = (&panel[..], &b[nb * ksteps * STEP_LEN..][..ksteps * STEP_LEN]);
+                    tiles.block(&mut c, BLOCK, start.is_some(), a, b, ksteps);
                     for (i, row) in dst.chunks_mut(ncols).enumerate() {
                         tiles.round_row_into(&c[i * BLOCK..][..BLOCK], &mut row[nb * BLOCK..][..BLOCK]);
                     }
@@ -345,12 +357,19 @@ fn gemm_gathered(
     })
 }
 
+/// A bf16 value's f32 (exact).
+fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
 /// `y` `[N, P, Q, K]` (bf16) from `x` `[N, H, W, C]` (bf16) and the packed weight
-/// ([`pack_weight_fprop`]).
-pub(crate) fn fprop(tiles: Tiles, x: &[u16], w_packed: &[u16], g: &Geom) -> Vec<u16> {
+/// ([`pack_weight_fprop`]), on top of `residual` `[N, P, Q, K]` (bf16) when given: the
+/// accumulators start from it, so `y = bf16(residual + Σ products)` is rounded once.
+pub(crate) fn fprop(tiles: Tiles, x: &[u16], w_packed: &[u16], residual: Option<&[u16]>, g: &Geom) -> Vec<u16> {
     assert!(takes(g) && x.len() == g.batch * g.hw() * g.c, "bf16 tiles fprop: shapes");
+    assert!(residual.is_none_or(|r| r.len() == g.batch * g.p() * g.o), "bf16 tiles fprop: the residual's shape");
     let ksteps = g.kh * g.kw * g.c / BLOCK;
-    gemm_gathered(tiles, g.batch * g.p(), g.o, ksteps, w_packed, |m, panel, local| {
+    gemm_gathered(tiles, g.batch * g.p(), g.o, ksteps, w_packed, residual, |m, panel, local| {
         gather::fprop_row(x, g, m, panel, local)
     })
 }
@@ -369,7 +388,7 @@ pub(crate) fn dgrad(tiles: Tiles, dy: &[u16], w: &[u16], g: &Geom) -> Vec<u16> {
             (!taps.is_empty()).then(|| {
                 let packed = pack_weight_dgrad(w, g, &taps);
                 let ksteps = taps.len() * g.o / BLOCK;
-                gemm_gathered(tiles, g.batch * ph.rows * ph.cols, g.c, ksteps, &packed, |m, panel, local| {
+                gemm_gathered(tiles, g.batch * ph.rows * ph.cols, g.c, ksteps, &packed, None, |m, panel, local| {
                     gather::dgrad_row(dy, g, ph, m, panel, local)
                 })
             })

@@ -105,13 +105,16 @@ fn bf(v: &[u16]) -> Vec<f32> {
     v.iter().map(|&b| from_bf16(b)).collect()
 }
 
-fn run_all(tiles: Tiles, c: &Case) -> (Vec<u16>, Vec<u16>, Vec<f32>) {
+/// y, dx, dW, and y on top of a residual (dy, which has y's shape).
+fn run_all(tiles: Tiles, c: &Case) -> (Vec<u16>, Vec<u16>, Vec<f32>, Vec<u16>) {
     let w = round_weight(tiles, &oihw(&c.w, &c.g), &c.g);
-    let y = fprop(tiles, &c.x, &pack_weight_fprop(&w, &c.g), &c.g);
+    let packed = pack_weight_fprop(&w, &c.g);
+    let y = fprop(tiles, &c.x, &packed, None, &c.g);
+    let y_res = fprop(tiles, &c.x, &packed, Some(&c.dy), &c.g);
     let dx = dgrad(tiles, &c.dy, &w, &c.g);
     let dw = wgrad(tiles, &c.dy, &c.x, &c.g);
     assert_eq!(oihw(&dw.krsc(), &c.g), dw.oihw(), "the two orders of dW agree");
-    (y, dx, dw.krsc())
+    (y, dx, dw.krsc(), y_res)
 }
 
 #[test]
@@ -141,8 +144,13 @@ fn emulated_passes_match_the_f64_reference() {
             }
         }
         for tiles in [Tiles::AmxEmulated, Tiles::DotEmulated] {
-            let (gy, gdx, gdw) = run_all(tiles, &c);
+            let (gy, gdx, gdw, gy_res) = run_all(tiles, &c);
             check(&format!("{tiles:?} case {i} y"), &bf(&gy), &y, &ys, taps * ci, true);
+            // The residual is one more term of the same sum, rounded once.
+            let plus =
+                |a: &[f64], f: fn(f64) -> f64| a.iter().zip(&dy).map(|(a, &r)| a + f(r as f64)).collect::<Vec<_>>();
+            let (y_res, ys_res) = (plus(&y, |r| r), plus(&ys, f64::abs));
+            check(&format!("{tiles:?} case {i} y + residual"), &bf(&gy_res), &y_res, &ys_res, taps * ci + 1, true);
             check(&format!("{tiles:?} case {i} dx"), &bf(&gdx), &dx, &dxs, taps * k, true);
             check(&format!("{tiles:?} case {i} dw"), &gdw, &dw, &dws, g.batch * g.p(), false);
         }
@@ -158,9 +166,10 @@ fn hardware_matches_the_emulation_bit_for_bit() {
     for hw in all {
         for i in 0..cases().len() {
             let c = case(i);
-            let (ey, edx, edw) = run_all(hw.emulation(), &c);
-            let (hy, hdx, hdw) = run_all(hw, &c);
+            let (ey, edx, edw, ey_res) = run_all(hw.emulation(), &c);
+            let (hy, hdx, hdw, hy_res) = run_all(hw, &c);
             assert_eq!(ey, hy, "{hw:?} case {i}: y");
+            assert_eq!(ey_res, hy_res, "{hw:?} case {i}: y + residual");
             assert_eq!(edx, hdx, "{hw:?} case {i}: dx");
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&edw), bits(&hdw), "{hw:?} case {i}: dw");
@@ -177,7 +186,7 @@ fn results_do_not_depend_on_the_thread_count() {
         let many = run_all(tiles, &c);
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| run_all(tiles, &c));
         assert!(
-            many.0 == one.0 && many.1 == one.1,
+            many.0 == one.0 && many.1 == one.1 && many.3 == one.3,
             "{tiles:?}: y or dx differ between 1 and {} threads",
             rayon::current_num_threads()
         );

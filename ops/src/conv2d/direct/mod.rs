@@ -43,6 +43,7 @@ use std::any::TypeId;
 use bitgrad_engine::cpu::isa::{self, Family, Isa};
 use rayon::prelude::*;
 
+use super::cpu::Start;
 use super::params::Geom;
 use kernel::{Tile, NV};
 pub use peak::fma_peak_gflops;
@@ -211,18 +212,28 @@ fn into_t<T: 'static>(v: Vec<f32>) -> Vec<T> {
     unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity()) }
 }
 
-/// The direct forward, or `None` when this convolution (or dtype) is not for the direct path.
-pub(crate) fn forward<T: 'static>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Option<Vec<T>> {
+/// The direct forward (on top of the bias and the residual in `start`), or `None` when this
+/// convolution (or dtype) is not for the direct path.
+pub(crate) fn forward<T: 'static>(x: &[T], w: &[T], start: Start<T>, g: &Geom) -> Option<Vec<T>> {
     let isa = kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa::active())?;
     if !is_f32::<T>() || !eligible(g, isa) {
         return None;
     }
-    let y = forward_f32(as_f32(x), as_f32(w), bias.map(as_f32), g, isa);
+    let start = Start { bias: start.bias.map(as_f32), residual: start.residual.map(as_f32) };
+    let y = forward_f32(as_f32(x), as_f32(w), start, g, isa);
     Some(into_t(y))
 }
 
+/// The direct forward at level `isa` (or the level its kernel choice falls back to), `None`
+/// where the shape would not run direct there.
+#[cfg(test)]
+pub(crate) fn forward_at(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa: Isa) -> Option<Vec<f32>> {
+    let isa = kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa)?;
+    eligible(g, isa).then(|| forward_f32(x, w, start, g, isa))
+}
+
 /// The forward with a given ISA (tests compare levels).
-fn forward_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom, isa: Isa) -> Vec<f32> {
+fn forward_f32(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa: Isa) -> Vec<f32> {
     let s = Shape {
         batch: g.batch,
         cin: g.c,
@@ -237,7 +248,7 @@ fn forward_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom, isa: Isa) -
     };
     let (mr, _) = kernel::blocking(isa);
     let panel = pack::weights(g.o, g.c, g.kh * g.kw, mr, |o, c, t| w[(o * g.c + c) * g.kh * g.kw + t]);
-    run(x, &panel, bias, &s, isa)
+    run(x, &panel, start, &s, isa)
 }
 
 /// Whether the input gradient of `g` can go direct: as the forward, and no side padded by more
@@ -288,7 +299,7 @@ fn input_grad_f32(w: &[f32], gy: &[f32], g: &Geom, isa: Isa) -> Vec<f32> {
     let taps = g.kh * g.kw;
     // Transposed and flipped: the gradient's "weight" [c][o][t] is w[o][c][T−1−t].
     let panel = pack::weights(g.c, g.o, taps, mr, |c, o, t| w[(o * g.c + c) * taps + (taps - 1 - t)]);
-    run(gy, &panel, None, &s, isa)
+    run(gy, &panel, Start::bias(None), &s, isa)
 }
 
 /// The pointer to the output, shared by the threads that write disjoint parts of it.
@@ -300,8 +311,9 @@ impl OutPtr {
     }
 }
 
-/// The convolution of `s` on `x` (`[batch, cin, hin, win]`) with the packed `panel` (+ bias).
-fn run(x: &[f32], panel: &pack::Panel, bias: Option<&[f32]>, s: &Shape, isa: Isa) -> Vec<f32> {
+/// The convolution of `s` on `x` (`[batch, cin, hin, win]`) with the packed `panel`, added to
+/// the residual and the bias of `start`.
+fn run(x: &[f32], panel: &pack::Panel, start: Start<f32>, s: &Shape, isa: Isa) -> Vec<f32> {
     isa::record(Family::ConvDirect, isa.min(Family::ConvDirect.top()));
     let (hout, wout) = (s.hout(), s.wout());
     let (mr, lanes) = kernel::blocking(isa);
@@ -339,14 +351,10 @@ fn run(x: &[f32], panel: &pack::Panel, bias: Option<&[f32]>, s: &Shape, isa: Isa
         let img = &padded[b * s.cin * plane..][..s.cin * plane];
         let out_img = dst.get().wrapping_add(b * s.cout * out_plane);
         for ob in block_range.clone() {
-            let rows = mr.min(s.cout - ob * mr);
-            if let Some(bias) = bias {
-                for r in 0..rows {
-                    // SAFETY: channel ob·mr + r < cout of image b: inside `out`, owned by this item.
-                    let row =
-                        unsafe { std::slice::from_raw_parts_mut(out_img.add((ob * mr + r) * out_plane), out_plane) };
-                    row.fill(bias[ob * mr + r]);
-                }
+            for o in ob * mr..(ob * mr + mr).min(s.cout) {
+                // SAFETY: channel o < cout of image b: inside `out`, owned by this item.
+                let plane = unsafe { std::slice::from_raw_parts_mut(out_img.add(o * out_plane), out_plane) };
+                start_plane(plane, start, (b * s.cout + o) * hout * wout, o, if flat { pitch } else { wout }, wout);
             }
         }
         for c0 in (0..s.cin).step_by(kc) {
@@ -366,7 +374,7 @@ fn run(x: &[f32], panel: &pack::Panel, bias: Option<&[f32]>, s: &Shape, isa: Isa
                         ldc: out_plane,
                         len: tile.len,
                         mr: rows,
-                        accumulate: c0 > 0 || bias.is_some(),
+                        accumulate: c0 > 0 || start.accumulates(),
                     };
                     // SAFETY: `a` holds kcb·taps·MR values (pack::Panel::block); every
                     // src + tap + lane lies in its phase plane (pixel_tiles: lane < wout, so
@@ -384,6 +392,25 @@ fn run(x: &[f32], panel: &pack::Panel, bias: Option<&[f32]>, s: &Shape, isa: Isa
         return compact(&out, hout, pitch, wout);
     }
     out
+}
+
+/// Output channel `o`'s plane (rows `pitch` apart) before the products: its rows of the residual
+/// (from element `at`) plus its bias, or only the bias; untouched (zeros) without either.
+fn start_plane(plane: &mut [f32], start: Start<f32>, at: usize, o: usize, pitch: usize, wout: usize) {
+    let bias = start.bias.map(|b| b[o]);
+    match (start.residual, bias) {
+        (Some(r), _) => {
+            let hout = plane.len() / pitch;
+            for (src, dst) in r[at..].chunks(wout).take(hout).zip(plane.chunks_mut(pitch)) {
+                match bias {
+                    Some(b) => dst.iter_mut().zip(src).for_each(|(d, &r)| *d = r + b),
+                    None => dst[..wout].copy_from_slice(src),
+                }
+            }
+        }
+        (None, Some(b)) => plane.fill(b),
+        (None, None) => {}
+    }
 }
 
 /// The flattened grid's output planes (`hout` rows `pitch` apart) without the columns past

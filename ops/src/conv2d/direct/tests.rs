@@ -54,7 +54,7 @@ fn every_pass_matches_the_plain_loops_at_every_isa() {
             let bias = case.bias.then_some(&b[..]);
             let what = format!("{isa} case {i} {case:?}");
             if g.stride == [1, 1] {
-                let y = forward_f32(&to32(&x), &to32(&w), bias.map(to32).as_deref(), &g, isa);
+                let y = forward_f32(&to32(&x), &to32(&w), Start::bias(bias.map(to32).as_deref()), &g, isa);
                 let want = naive_forward(&x, &w, bias, &g);
                 let scale = naive_forward(&abs(&x), &abs(&w), bias.map(abs).as_deref(), &g);
                 assert_close(&to64(&y), &want, &scale, 1e-6, &format!("{what}: forward"));
@@ -106,7 +106,7 @@ fn the_public_paths_choose_direct_only_where_it_applies() {
     assert!(eligible(&wide_pad, isa) && !input_grad_eligible(&wide_pad, isa));
     // f64 never goes direct.
     let (x, w) = (vec![0.0f64; 4 * 8 * 16], vec![0.0f64; 8 * 4 * 9]);
-    assert!(forward(&x, &w, None, &ok).is_none());
+    assert!(forward(&x, &w, Start::bias(None), &ok).is_none());
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn results_do_not_depend_on_the_thread_count() {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
                 (
-                    forward_f32(&x, &w, Some(&b), &g, isa),
+                    forward_f32(&x, &w, Start::bias(Some(&b)), &g, isa),
                     input_grad_f32(&w, &gy, &g, isa),
                     weight_grad_f32(&x, &gy, &g, isa),
                 )

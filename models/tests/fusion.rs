@@ -1,0 +1,103 @@
+//! The model's fusions (bitgrad_ops::fusion) on and off: the demonstration's pre-trained tiny
+//! BiT model on Fashion-MNIST images gives the same logits and parameter gradients either way,
+//! to the rounding each fusion changes, in f32 and bf16, on the CPU and on the GPU test device
+//! (Emu, or Cuda(0) under the CUDA shim); and the fused run really has fewer nodes.
+//!
+//! Stated tolerances (relative L2, same weights and batch):
+//! * f32, fused against unfused: logits ≤ 1e-5, gradients ≤ 1e-4 — the residual fusion adds the
+//!   same terms in another order (f32 unit roundoff 6e-8, amplified through the layers and
+//!   ReLU's kinks);
+//! * bf16: the fused sum is rounded to bf16 once instead of twice, a change of the size of
+//!   bf16's own error, which moves the gradients as much as bf16 itself does (12 % measured
+//!   between the two bf16 runs on the CPU: ReLU masks and max-pool choices flip). So each bf16
+//!   run is held to the f32 model instead: fused no further from it than 1.25× the unfused
+//!   run's distance + 1 % (logits and gradients).
+
+use bitgrad_engine::autograd;
+use bitgrad_engine::gpu::test_device;
+use bitgrad_engine::Device;
+use bitgrad_engine::{DType, Tensor};
+use bitgrad_models::data::{open_idx_dir, Dataset, Transform};
+use bitgrad_models::ops::fusion::{self, Fusions};
+use bitgrad_models::ops::softmax_xent::{cross_entropy, Target};
+use bitgrad_models::schedule::Resolution;
+use bitgrad_models::{load_weights, LoadOptions};
+use bitgrad_models::{Module, Precision, ResNetV2};
+
+/// One test at a time: the backward profile is process-wide.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn demo_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/demo")
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    t.to_device(Device::Cpu).unwrap().contiguous().unwrap().to_vec_f64().unwrap()
+}
+
+fn l2_rel(got: &[f64], want: &[f64]) -> f64 {
+    let num: f64 = got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum();
+    let den: f64 = want.iter().map(|b| b * b).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// Logits, all parameter gradients (concatenated) and the backward's "add" nodes of the
+/// upstream model on 8 images, with `fusions` on.
+fn run(device: Device, precision: Precision, fusions: Fusions) -> (Vec<f64>, Vec<f64>, usize) {
+    let sd = load_weights(demo_dir().join("upstream.safetensors"), &LoadOptions::new()).unwrap();
+    let mut model = ResNetV2::from_state_dict_in(&sd, DType::F32, device).unwrap();
+    model.set_precision(precision).unwrap();
+    let ds = open_idx_dir(demo_dir(), true).unwrap();
+    let t = Transform::eval(Resolution { precrop: 18, crop: 16 });
+    let (mut x, mut labels) = (Vec::new(), Vec::new());
+    for i in (0..8).map(|i| i * 7 % ds.len()) {
+        x.extend(t.apply(&ds.load(i).unwrap(), 0, 0, i as u64).unwrap());
+        labels.push(ds.label(i).unwrap() as i64);
+    }
+    let x = Tensor::from_vec(x, [8, 3, 16, 16], device).unwrap();
+    let y = Tensor::from_vec(labels, [8], device).unwrap();
+    autograd::profile::enable(true);
+    let logits = fusion::with(fusions, || model.forward(&x)).unwrap();
+    cross_entropy(&logits, Target::Hard(&y), 0.0).unwrap().backward().unwrap();
+    let report = autograd::profile::report();
+    autograd::profile::enable(false);
+    let adds = report.iter().find(|r| r.0 == "add").map_or(0, |r| r.1);
+    let grads = model.named_parameters().iter().flat_map(|(_, p)| values(&p.grad().unwrap())).collect();
+    (values(&logits), grads, adds)
+}
+
+fn on_and_off(device: Device, precision: Precision) {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (l_off, g_off, adds_off) = run(device, precision, Fusions::NONE);
+    let (l_on, g_on, adds_on) = run(device, precision, Fusions::ALL);
+    // The tiny model has 4 residual units: each one's add is inside its last convolution.
+    assert_eq!(adds_off - adds_on, 4, "{device} {precision:?}: adds {adds_off} unfused, {adds_on} fused");
+    let (el, eg) = (l2_rel(&l_on, &l_off), l2_rel(&g_on, &g_off));
+    eprintln!("{device} {precision:?}: fused vs unfused relative L2: logits {el:.2e}, gradients {eg:.2e}");
+    if precision == Precision::F32 {
+        assert!(el <= 1e-5, "{device}: f32 logits {el:e} apart (bound 1e-5)");
+        assert!(eg <= 1e-4, "{device}: f32 gradients {eg:e} apart (bound 1e-4)");
+        return;
+    }
+    let (l32, g32, _) = run(device, Precision::F32, Fusions::NONE);
+    for (what, on, off, f32) in [("logits", &l_on, &l_off, &l32), ("gradients", &g_on, &g_off, &g32)] {
+        let (e_on, e_off) = (l2_rel(on, f32), l2_rel(off, f32));
+        eprintln!("{device} bf16 {what} vs f32: fused {e_on:.2e}, unfused {e_off:.2e}");
+        assert!(e_on <= 1.25 * e_off + 0.01, "{device} bf16 {what}: fused {e_on:e} from f32, unfused {e_off:e}");
+    }
+}
+
+#[test]
+fn f32_on_the_cpu() {
+    on_and_off(Device::Cpu, Precision::F32);
+}
+
+#[test]
+fn bf16_on_the_cpu() {
+    on_and_off(Device::Cpu, Precision::Bf16);
+}
+
+#[test]
+fn bf16_on_the_gpu_test_device() {
+    on_and_off(test_device(), Precision::Bf16);
+}
