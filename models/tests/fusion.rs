@@ -1,7 +1,8 @@
 //! The model's fusions (bitgrad_ops::fusion) on and off: the demonstration's pre-trained tiny
 //! BiT model on Fashion-MNIST images gives the same logits and parameter gradients either way,
 //! to the rounding each fusion changes, in f32 and bf16, on the CPU and on the GPU test device
-//! (Emu, or Cuda(0) under the CUDA shim); and the fused run really has fewer nodes.
+//! (Emu, or Cuda(0) under the CUDA shim); and the fused run really has fewer nodes. WS folded
+//! into the CPU's bf16 weight packing changes no bit.
 //!
 //! Stated tolerances (relative L2, same weights and batch):
 //! * f32, fused against unfused: logits ≤ 1e-5, gradients ≤ 1e-4 — the residual fusion adds the
@@ -18,7 +19,7 @@ use bitgrad_engine::gpu::test_device;
 use bitgrad_engine::Device;
 use bitgrad_engine::{DType, Tensor};
 use bitgrad_models::data::{open_idx_dir, Dataset, Transform};
-use bitgrad_models::ops::fusion::{self, Fusions};
+use bitgrad_models::ops::fusion::{self, Fusion, Fusions};
 use bitgrad_models::ops::softmax_xent::{cross_entropy, Target};
 use bitgrad_models::schedule::Resolution;
 use bitgrad_models::{load_weights, LoadOptions};
@@ -95,6 +96,17 @@ fn f32_on_the_cpu() {
 #[test]
 fn bf16_on_the_cpu() {
     on_and_off(Device::Cpu, Precision::Bf16);
+}
+
+/// WS folded into the CPU's bf16 weight packing changes no bit of the model's logits or
+/// gradients (on a CPU without AMX or AVX512-BF16 the bf16 model runs f32 kernels, which do not
+/// fold, and the test holds trivially).
+#[test]
+fn ws_packing_changes_no_bit() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let on = run(Device::Cpu, Precision::Bf16, Fusions::ALL);
+    let off = run(Device::Cpu, Precision::Bf16, Fusions::only(Fusion::Residual));
+    assert!(on.0 == off.0 && on.1 == off.1, "logits or gradients differ");
 }
 
 #[test]

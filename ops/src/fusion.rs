@@ -1,9 +1,10 @@
 //! Which fusions the models use: a switch per fusion, so that each can be compared with the
 //! unfused ops it replaces (tests run both; `BITGRAD_FUSE` turns them off for a benchmark).
 //!
-//! A fusion is an op of its own (`conv2d_add`, `std_conv2d_add`, …) that is always available;
-//! this switch only decides whether model code calls it or the separate ops. The fused and
-//! unfused forms agree to the rounding stated on each fused op.
+//! A fusion is an op of its own (`conv2d_add`, `std_conv2d_add`, …) that is always available,
+//! or a way an op's kernels work (WS folded into a packing); this switch decides whether model
+//! code calls the fused op or the separate ones, or which way the op works. The fused and
+//! unfused forms agree to the rounding stated on each fusion.
 //!
 //! The setting is `BITGRAD_FUSE` (read once: `all`, the default; `none`; or a comma-separated
 //! list of the fusions to keep on, by [`Fusion::name`]), overridden on the calling thread by
@@ -19,15 +20,21 @@ pub enum Fusion {
     /// A residual unit's sum as the last convolution's initial accumulator (`std_conv2d_add`)
     /// instead of a convolution followed by an add.
     Residual,
+    /// Weight standardization folded into the bf16 weight packing of the CPU's bf16
+    /// convolutions: the raw weight is standardized as it is rounded, and the backward makes ŵ
+    /// again from μ and r instead of keeping it (bit for bit the same results; one f32 copy of
+    /// every convolution weight less, from the forward to the backward).
+    WsPacking,
 }
 
 impl Fusion {
-    pub const ALL: [Fusion; 1] = [Fusion::Residual];
+    pub const ALL: [Fusion; 2] = [Fusion::Residual, Fusion::WsPacking];
 
     /// Its name in `BITGRAD_FUSE`.
     pub fn name(self) -> &'static str {
         match self {
             Fusion::Residual => "residual",
+            Fusion::WsPacking => "ws-packing",
         }
     }
 
@@ -135,7 +142,8 @@ mod tests {
         let e = Fusions::parse("residual,wsx").unwrap_err();
         assert!(e.contains("\"wsx\" is not a fusion") && e.contains("residual"), "{e}");
         assert_eq!(Fusions::NONE.to_string(), "none");
-        assert_eq!(Fusions::ALL.to_string(), "residual");
+        assert_eq!(Fusions::ALL.to_string(), "residual, ws-packing");
+        assert_eq!(Fusions::parse("ws-packing,residual"), Ok(Fusions::ALL));
     }
 
     #[test]

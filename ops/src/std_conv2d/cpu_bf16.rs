@@ -10,6 +10,7 @@ use half::bf16;
 use crate::conv2d::bf16_tiles::{self, Tiles};
 use crate::conv2d::params::Geom;
 use crate::conv2d::Conv2dParams;
+use crate::fusion::{self, Fusion};
 use crate::weight_std::cpu as ws;
 
 /// Logical NCHW (or OIHW) → the NHWC view of a channels-last tensor, and back.
@@ -57,21 +58,30 @@ impl Plan {
     pub(super) fn forward(
         self,
         x: &Tensor,
-        w: &Tensor,
+        w_master: &Tensor,
         ws_eps: Option<f64>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let g = self.g;
         let xcl = x.to_memory_format(MemoryFormat::ChannelsLast)?;
         let x_nhwc = nhwc(&xcl)?;
-        // WS in f32 on the master weight (OIHW); the rounding to bf16 reorders it to KRSC.
-        let (w_hat, rstd, w_bf16) = w.detach().contiguous()?.with_cpu_slice::<f32, _>(|v| match ws_eps {
+        // WS in f32 on the master weight (OIHW); the rounding to bf16 reorders it to KRSC. With
+        // the WS-packing fusion on, the rounding standardizes as it reads the raw weight and
+        // only μ and r are kept (the same bits; no f32 ŵ is made or held until the backward).
+        let w = w_master.detach().contiguous()?;
+        let fold = fusion::enabled(Fusion::WsPacking);
+        let (ws, w_bf16) = w.with_cpu_slice::<f32, _>(|v| match ws_eps {
+            Some(eps) if fold => {
+                let (mean, rstd) = ws::stats(v, g.o, eps);
+                let w_bf16 = bf16_tiles::round_weight(self.tiles, v, Some((&mean, &rstd)), &g);
+                (Ws::Folded { mean, rstd }, w_bf16)
+            }
             Some(eps) => {
                 let (w_hat, rstd) = ws::forward(v, g.o, eps);
-                let w_bf16 = bf16_tiles::round_weight(self.tiles, &w_hat, &g);
-                (Some(w_hat), Some(rstd), w_bf16)
+                let w_bf16 = bf16_tiles::round_weight(self.tiles, &w_hat, None, &g);
+                (Ws::Materialized { w_hat, rstd }, w_bf16)
             }
-            None => (None, None, bf16_tiles::round_weight(self.tiles, v, &g)),
+            None => (Ws::Off, bf16_tiles::round_weight(self.tiles, v, None, &g)),
         })?;
         let packed = bf16_tiles::pack_weight_fprop(&w_bf16, &g);
         let r_nhwc = residual.map(nhwc).transpose()?;
@@ -82,21 +92,26 @@ impl Plan {
             None => Ok(bf16_tiles::fprop(self.tiles, bits(xs), &packed, None, &g)),
         })??;
         let y = Tensor::from_vec(from_bits(y), [g.batch, g.oh, g.ow, g.o], Device::Cpu)?.permute(&TO_NCHW)?;
-        let mut inputs = vec![&xcl, w];
+        let mut inputs = vec![&xcl, w_master];
         inputs.extend(residual);
-        Ok(y.record(&inputs, StdConv2dCpuBf16Backward { plan: self, x: x_nhwc, w_hat, w_bf16, rstd }))
+        Ok(y.record(&inputs, StdConv2dCpuBf16Backward { plan: self, x: x_nhwc, ws, w_bf16 }))
     }
 }
 
-/// Saved: the NHWC input, the standardized weight ŵ in f32 (OIHW; with WS) and in bf16 (KRSC),
-/// and WS's r per output channel.
+/// What the backward needs of weight standardization: nothing (no WS), ŵ and r, or — WS folded
+/// into the packing — μ and r, from which ŵ is made again row by row next to the raw weight.
+enum Ws {
+    Off,
+    Materialized { w_hat: Vec<f32>, rstd: Vec<f32> },
+    Folded { mean: Vec<f32>, rstd: Vec<f32> },
+}
+
+/// Saved: the NHWC input, WS's state, and ŵ in bf16 (KRSC), what the forward multiplied with.
 struct StdConv2dCpuBf16Backward {
     plan: Plan,
     x: Tensor,
-    w_hat: Option<Vec<f32>>,
-    /// ŵ rounded to bf16 (KRSC), what the forward multiplied with.
+    ws: Ws,
     w_bf16: Vec<u16>,
-    rstd: Option<Vec<f32>>,
 }
 
 impl BackwardOp for StdConv2dCpuBf16Backward {
@@ -118,9 +133,13 @@ impl BackwardOp for StdConv2dCpuBf16Backward {
                 self.x.with_cpu_slice::<bf16, _>(|x| bf16_tiles::wgrad(tiles, bits(d), bits(x), g))
             })??;
             let dw_hat = dw_hat.oihw();
-            let dw = match (&self.w_hat, &self.rstd) {
-                (Some(w_hat), Some(rstd)) => ws::backward(&dw_hat, w_hat, rstd),
-                _ => dw_hat,
+            let dw = match &self.ws {
+                Ws::Off => dw_hat,
+                Ws::Materialized { w_hat, rstd } => ws::backward(&dw_hat, w_hat, rstd),
+                Ws::Folded { mean, rstd } => {
+                    let w = inputs[1].detach().contiguous()?;
+                    w.with_cpu_slice::<f32, _>(|w| ws::backward_from_weight(&dw_hat, w, mean, rstd))?
+                }
             };
             Some(Tensor::from_vec(dw, inputs[1].dims(), Device::Cpu)?)
         } else {

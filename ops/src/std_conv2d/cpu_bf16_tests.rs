@@ -11,6 +11,7 @@ use super::gpu_tests::{reference, within, WS_EPS};
 use super::std_conv2d;
 use crate::conv2d::bf16_tiles::Tiles;
 use crate::conv2d::Conv2dParams;
+use crate::fusion::{self, Fusion, Fusions};
 use crate::testing::{l2_rel, randn_as};
 
 /// `(name, x dims, output channels, kernel size, params, WS ε, channels-last input)`.
@@ -85,4 +86,31 @@ fn the_node_on_the_instructions_is_within_bf16_bounds() {
     std_conv2d(&x, &w, Some(WS_EPS), &Conv2dParams::new(1, 1)).unwrap();
     let want = if fastest == Tiles::Amx { Isa::Amx } else { Isa::Avx512Bf16 };
     assert_eq!(isa::last(Family::ConvBf16), Some(want));
+}
+
+/// WS folded into the weight packing (`Fusion::WsPacking`) changes no bit: y, dx and dW with the
+/// fusion on and off, on both emulations and the instructions where present.
+#[test]
+fn folding_ws_into_the_packing_changes_no_bit() {
+    let mut all = Tiles::all_hardware();
+    all.extend([Tiles::AmxEmulated, Tiles::DotEmulated]);
+    for tiles in all {
+        for (name, xd, k, ks, p, ws, _) in cases() {
+            let run = |fusions: Fusions| {
+                let x = randn_as(&xd, DType::BF16, 1).requires_grad_(true);
+                let w = randn_as(&[k, xd[1], ks, ks], DType::F32, 2).requires_grad_(true);
+                let plan = plan_with(&x, &w, &p, tiles).unwrap();
+                let y = fusion::with(fusions, || plan.forward(&x, &w, ws, None)).unwrap();
+                let store = autograd::grad(&y, &randn_as(y.dims(), DType::BF16, 3)).unwrap();
+                let v = |t: &Tensor| t.contiguous().unwrap().to_vec_f64().unwrap();
+                [v(&y), v(store.get(&x).unwrap()), v(store.get(&w).unwrap())]
+            };
+            let on = run(Fusions::only(Fusion::WsPacking));
+            let off = run(Fusions::NONE);
+            for (what, a, b) in [("y", &on[0], &off[0]), ("dx", &on[1], &off[1]), ("dw", &on[2], &off[2])] {
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(a), bits(b), "{tiles:?} {name}: {what}");
+            }
+        }
+    }
 }

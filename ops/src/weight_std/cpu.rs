@@ -35,24 +35,81 @@ pub(crate) fn forward<T: FloatElem>(w: &[T], rows: usize, eps: f64) -> (Vec<T>, 
 }
 
 crate::multiversion! {
-    /// One row: mean, corrected two-pass biased variance, then `ŵ = (w − μ)·r`.
-    ///
-    /// The correction term Σ(w − μ) makes μ exact for a constant row (where the first estimate
-    /// may be off by one rounding), so a constant filter gives exactly ŵ = 0 rather than
-    /// ±1e-12-sized noise amplified by r ≈ 1/sqrt(ε).
+    /// One row: mean, corrected two-pass biased variance ([`row_stats`]), then `ŵ = (w − μ)·r`.
     fn forward_row<T: FloatElem>(w: &[T], out: &mut [MaybeUninit<T>], eps: f64) -> T {
-        let n = w.len() as f64;
-        let mean0 = sum(w) / n;
-        let (dev, sq) = sum_dev_sq(w, of_f64::<T>(mean0));
-        let mean = f64_of(of_f64::<T>(mean0)) + dev / n;
-        let var = ((sq - dev * dev / n) / n).max(0.0);
-        let r = 1.0 / (var + eps).sqrt();
-        let (rt, mt): (T, T) = (of_f64(r), of_f64(mean));
+        let (mt, rt) = row_stats(w, eps);
         for (o, &v) in out.iter_mut().zip(w) {
             o.write((v - mt) * rt);
         }
         rt
     }
+}
+
+/// One row's μ and r = 1/sqrt(var + ε), as the forward computes them.
+///
+/// The correction term Σ(w − μ) makes μ exact for a constant row (where the first estimate
+/// may be off by one rounding), so a constant filter gives exactly ŵ = 0 rather than
+/// ±1e-12-sized noise amplified by r ≈ 1/sqrt(ε).
+#[inline(always)]
+fn row_stats<T: FloatElem>(w: &[T], eps: f64) -> (T, T) {
+    let n = w.len() as f64;
+    let mean0 = sum(w) / n;
+    let (dev, sq) = sum_dev_sq(w, of_f64::<T>(mean0));
+    let mean = f64_of(of_f64::<T>(mean0)) + dev / n;
+    let var = ((sq - dev * dev / n) / n).max(0.0);
+    let r = 1.0 / (var + eps).sqrt();
+    (of_f64(mean), of_f64(r))
+}
+
+/// Each row's μ and r without ŵ (WS folded into a consumer that standardizes as it reads:
+/// [`standardize_row`] gives the forward's ŵ bit for bit).
+pub(crate) fn stats(w: &[f32], rows: usize, eps: f64) -> (Vec<f32>, Vec<f32>) {
+    crate::group_norm::lanes::level(bitgrad_engine::cpu::isa::Family::WeightStd);
+    let n = w.len().checked_div(rows).unwrap_or(0);
+    let (mut mean, mut rstd) = (vec![0f32; rows], vec![0f32; rows]);
+    if n > 0 {
+        w.par_chunks(n)
+            .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+            .with_min_len(min_rows_per_task(n))
+            .for_each(|(w, (m, r))| (*m, *r) = stats_row(w, eps));
+    }
+    (mean, rstd)
+}
+
+crate::multiversion! {
+    fn stats_row<T: FloatElem>(w: &[T], eps: f64) -> (T, T) {
+        row_stats(w, eps)
+    }
+}
+
+/// One row's ŵ = (w − μ)·r into `out`: the forward's arithmetic, so the same bits.
+pub(crate) fn standardize_row(w: &[f32], mean: f32, rstd: f32, out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(w) {
+        *o = (v - mean) * rstd;
+    }
+}
+
+/// [`backward`] from the raw weight and its statistics instead of ŵ: each row's ŵ is made again
+/// ([`standardize_row`]) in a row-sized scratch, so the result is [`backward`]'s bit for bit.
+pub(crate) fn backward_from_weight(g: &[f32], w: &[f32], mean: &[f32], rstd: &[f32]) -> Vec<f32> {
+    crate::group_norm::lanes::level(bitgrad_engine::cpu::isa::Family::WeightStd);
+    let rows = rstd.len();
+    let n = g.len().checked_div(rows).unwrap_or(0);
+    filled_vec(g.len(), |dw| {
+        if n > 0 {
+            dw.par_chunks_mut(n)
+                .zip(g.par_chunks(n).zip(w.par_chunks(n)))
+                .zip(mean.par_iter().zip(rstd.par_iter()))
+                .with_min_len(min_rows_per_task(n))
+                .for_each_init(
+                    || vec![0f32; n],
+                    |what, ((dw, (g, w)), (&m, &r))| {
+                        standardize_row(w, m, r, what);
+                        backward_row(g, what, dw, r)
+                    },
+                );
+        }
+    })
 }
 
 /// dw per row from the upstream gradient `g` and the forward output `what` (= ŵ).

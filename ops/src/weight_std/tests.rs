@@ -216,3 +216,28 @@ fn long_rows_f32_match_f64() {
         }
     }
 }
+
+/// WS folded into a consumer: μ and r ([`cpu::stats`]) and a row made again
+/// ([`cpu::standardize_row`]) give the forward's ŵ bit for bit, and the backward from the raw
+/// weight gives [`cpu::backward`]'s bits — rows of odd lengths, a constant row, a long row.
+#[test]
+fn the_folded_form_is_the_materialized_one_bit_for_bit() {
+    for (rows, n, seed) in [(5, 27, 1), (3, 1, 2), (4, 4608, 3), (2, 49, 4)] {
+        let f32s = |t: Tensor| t.to_vec_f64().unwrap().into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+        let mut w = f32s(randn(&[rows * n], seed));
+        w[..n].iter_mut().for_each(|v| *v = 0.3); // a constant filter
+        let g = f32s(randn(&[rows * n], seed + 10));
+        let (w_hat, rstd) = cpu::forward(&w, rows, 1e-8);
+        let (mean, rstd2) = cpu::stats(&w, rows, 1e-8);
+        assert_eq!(rstd, rstd2, "r ({rows}×{n})");
+        let mut again = vec![0f32; rows * n];
+        for k in 0..rows {
+            cpu::standardize_row(&w[k * n..][..n], mean[k], rstd[k], &mut again[k * n..][..n]);
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&again), bits(&w_hat), "ŵ ({rows}×{n})");
+        let dw = cpu::backward(&g, &w_hat, &rstd);
+        let dw_folded = cpu::backward_from_weight(&g, &w, &mean, &rstd);
+        assert_eq!(bits(&dw_folded), bits(&dw), "dw ({rows}×{n})");
+    }
+}

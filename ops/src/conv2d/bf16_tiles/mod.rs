@@ -185,15 +185,27 @@ pub(crate) fn takes(g: &Geom) -> bool {
 /// ŵ (f32, OIHW — the master weight's layout) rounded to bf16 ([`to_bf16`]'s rule) and
 /// reordered to KRSC, what the packings read: per output channel, `[C][taps]` becomes
 /// `[taps][C]` (nothing to reorder for 1×1 filters).
-pub(crate) fn round_weight(tiles: Tiles, w: &[f32], g: &Geom) -> Vec<u16> {
+///
+/// With `ws = Some((μ, r))`, `w` is the raw weight and each row is standardized on the way
+/// (weight standardization folded into the packing: `ŵ = (w − μ)·r` in a row-sized scratch,
+/// the arithmetic of `weight_std::cpu::forward`, so the same bits as standardizing first).
+pub(crate) fn round_weight(tiles: Tiles, w: &[f32], ws: Option<(&[f32], &[f32])>, g: &Geom) -> Vec<u16> {
     let (taps, c) = (g.kh * g.kw, g.c);
     let row = taps * c;
     assert_eq!(w.len(), g.o * row, "bf16 tiles: weight size");
+    assert!(ws.is_none_or(|(m, r)| m.len() == g.o && r.len() == g.o), "bf16 tiles: one μ and r per filter");
     // Every element is written once (each output channel's row, whole).
     filled_vec(w.len(), |out| {
-        out.par_chunks_mut(row).zip(w.par_chunks(row)).for_each_init(
-            || vec![0u16; row],
-            |tmp, (d, s)| {
+        out.par_chunks_mut(row).zip(w.par_chunks(row)).enumerate().for_each_init(
+            || (vec![0u16; row], vec![0f32; if ws.is_some() { row } else { 0 }]),
+            |(tmp, std), (k, (d, s))| {
+                let s = match ws {
+                    Some((mean, rstd)) => {
+                        crate::weight_std::cpu::standardize_row(s, mean[k], rstd[k], std);
+                        &std[..]
+                    }
+                    None => s,
+                };
                 if taps == 1 {
                     tiles.round_row_into(s, d);
                     return;

@@ -107,7 +107,7 @@ fn bf(v: &[u16]) -> Vec<f32> {
 
 /// y, dx, dW, and y on top of a residual (dy, which has y's shape).
 fn run_all(tiles: Tiles, c: &Case) -> (Vec<u16>, Vec<u16>, Vec<f32>, Vec<u16>) {
-    let w = round_weight(tiles, &oihw(&c.w, &c.g), &c.g);
+    let w = round_weight(tiles, &oihw(&c.w, &c.g), None, &c.g);
     let packed = pack_weight_fprop(&w, &c.g);
     let y = fprop(tiles, &c.x, &packed, None, &c.g);
     let y_res = fprop(tiles, &c.x, &packed, Some(&c.dy), &c.g);
