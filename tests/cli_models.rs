@@ -153,6 +153,15 @@ fn bad_input_is_a_clear_error() {
     assert!(e.contains("trunc.safetensors"), "{e}");
     let e = fails(&["convert", s(&w), s(&w)]);
     assert!(e.contains("different file"), "{e}");
+    // An unknown fusion name in BITGRAD_FUSE is refused before any work, naming the known ones.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_bitgrad"))
+        .args(["forward", "-w", s(&w), "--input", s(&io_file), "-o", s(&out)])
+        .env("BITGRAD_FUSE", "residual,wsx")
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{e}");
+    assert!(e.starts_with("error: ") && e.contains("\"wsx\" is not a fusion") && e.contains("ws-packing"), "{e}");
     assert!(!out.exists(), "nothing is written on error");
 }
 

@@ -123,6 +123,7 @@ pub fn print_header(title: &str, common: &Common) {
         bitgrad::engine::cpu::isa::detected(),
         bitgrad::engine::cpu::isa::gemm_crate_level()
     );
+    println!("fusions:   {} (BITGRAD_FUSE=none turns them off)", bitgrad::ops::fusion::current());
     println!("load:      1-minute load average {} at start", load_average());
     println!(
         "method:    rounds of blocks ({} warm-up + {} timed runs per case and implementation, {} ms pause before",
