@@ -216,11 +216,20 @@ pub enum Family {
     /// The bf16 convolutions (`--precision bf16`) on AMX tiles or on AVX512-BF16's
     /// `vdpbf16ps`; below `avx512bf16`, bf16 convolutions compute on the f32 kernels above.
     ConvBf16,
+    /// The engine's elementwise maps (unary, binary, bf16 arithmetic) on contiguous runs.
+    Elementwise,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] =
-        [Family::ConvDirect, Family::Gemm, Family::GroupNorm, Family::WeightStd, Family::Sgd, Family::ConvBf16];
+    pub const ALL: [Family; 7] = [
+        Family::ConvDirect,
+        Family::Gemm,
+        Family::GroupNorm,
+        Family::WeightStd,
+        Family::Sgd,
+        Family::ConvBf16,
+        Family::Elementwise,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -230,6 +239,7 @@ impl Family {
             Family::WeightStd => "weight std",
             Family::Sgd => "sgd",
             Family::ConvBf16 => "conv (bf16)",
+            Family::Elementwise => "elementwise",
         }
     }
 
@@ -237,7 +247,7 @@ impl Family {
     pub fn top(self) -> Isa {
         match self {
             // The f32 kernels have nothing to gain from the bf16 instructions.
-            Family::ConvDirect => Isa::Avx512,
+            Family::ConvDirect | Family::Elementwise => Isa::Avx512,
             Family::Gemm => Isa::Avx512,
             Family::GroupNorm | Family::WeightStd | Family::Sgd => Isa::Avx2,
             Family::ConvBf16 => Isa::Amx,
@@ -264,7 +274,7 @@ impl Family {
 }
 
 /// Per family, a bit per level that ran since the start (or [`reset`]): bit `isa as u8`.
-static RAN: [AtomicU8; 6] = [const { AtomicU8::new(0) }; 6];
+static RAN: [AtomicU8; Family::ALL.len()] = [const { AtomicU8::new(0) }; Family::ALL.len()];
 
 /// Notes that `family` just ran with `isa`.
 pub fn record(family: Family, isa: Isa) {

@@ -7,6 +7,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod index;
 pub mod isa;
+pub(crate) mod lanes;
 pub mod malloc;
 pub mod matmul;
 pub mod pool;

@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use super::lanes;
 use crate::Layout;
 
 /// Elements per parallel chunk: large enough to amortise scheduling, small enough to balance.
@@ -167,6 +168,7 @@ pub fn advise_huge_pages<U>(_v: &[U]) {}
 
 /// Maps one strided operand into a fresh contiguous vector.
 pub fn map1<T: Copy + Sync, U: Copy + Default + Send>(src: &[T], layout: &Layout, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let isa = lanes::level();
     let runs = Runs::new([layout]);
     let mut out = alloc::<U>(runs.numel());
     let [s] = runs.inner_strides();
@@ -175,9 +177,7 @@ pub fn map1<T: Copy + Sync, U: Copy + Default + Send>(src: &[T], layout: &Layout
         runs.for_each(start..start + chunk.len(), |[o], len| {
             let dst = &mut chunk[pos..pos + len];
             if s == 1 {
-                for (d, &x) in dst.iter_mut().zip(&src[o..o + len]) {
-                    *d = f(x);
-                }
+                lanes::map1(isa, dst, &src[o..o + len], &f);
             } else {
                 for (i, d) in dst.iter_mut().enumerate() {
                     *d = f(src[o + i * s]);
@@ -197,6 +197,7 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Default + Send>(
     lb: &Layout,
     f: impl Fn(A, B) -> U + Sync,
 ) -> Vec<U> {
+    let isa = lanes::level();
     let runs = Runs::new([la, lb]);
     let mut out = alloc::<U>(runs.numel());
     let [sa, sb] = runs.inner_strides();
@@ -204,25 +205,11 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Default + Send>(
         let mut pos = 0;
         runs.for_each(start..start + chunk.len(), |[oa, ob], len| {
             let dst = &mut chunk[pos..pos + len];
-            // The common cases get loops the compiler can vectorise.
+            // The common cases get loops compiled for the CPU's vectors (`lanes`).
             match (sa, sb) {
-                (1, 1) => {
-                    for ((d, &x), &y) in dst.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
-                        *d = f(x, y);
-                    }
-                }
-                (1, 0) => {
-                    let y = b[ob];
-                    for (d, &x) in dst.iter_mut().zip(&a[oa..oa + len]) {
-                        *d = f(x, y);
-                    }
-                }
-                (0, 1) => {
-                    let x = a[oa];
-                    for (d, &y) in dst.iter_mut().zip(&b[ob..ob + len]) {
-                        *d = f(x, y);
-                    }
-                }
+                (1, 1) => lanes::map2(isa, dst, &a[oa..oa + len], &b[ob..ob + len], &f),
+                (1, 0) => lanes::map2_right(isa, dst, &a[oa..oa + len], b[ob], &f),
+                (0, 1) => lanes::map2_left(isa, dst, a[oa], &b[ob..ob + len], &f),
                 _ => {
                     for (i, d) in dst.iter_mut().enumerate() {
                         *d = f(a[oa + i * sa], b[ob + i * sb]);
