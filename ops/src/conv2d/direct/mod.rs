@@ -417,13 +417,16 @@ fn start_plane(plane: &mut [f32], start: Start<f32>, at: usize, o: usize, pitch:
 /// `wout`.
 fn compact(wide: &[f32], hout: usize, pitch: usize, wout: usize) -> Vec<f32> {
     let planes = wide.len() / (hout * pitch);
-    let mut out = vec![0.0f32; planes * hout * wout];
-    out.par_chunks_mut(hout * wout).zip(wide.par_chunks(hout * pitch)).for_each(|(dst, src)| {
-        for (d, s) in dst.chunks_mut(wout).zip(src.chunks(pitch)) {
-            d.copy_from_slice(&s[..wout]);
-        }
-    });
-    out
+    // Every element is written once below (each plane's rows, whole): no zero-fill first.
+    crate::group_norm::lanes::filled_vec(planes * hout * wout, |out| {
+        out.par_chunks_mut(hout * wout).zip(wide.par_chunks(hout * pitch)).for_each(|(dst, src)| {
+            for (d, s) in dst.chunks_mut(wout).zip(src.chunks(pitch)) {
+                d.iter_mut().zip(&s[..wout]).for_each(|(d, &v)| {
+                    d.write(v);
+                });
+            }
+        });
+    })
 }
 
 /// One tile's pixel vectors: offsets into the padded input plane and the output plane.
