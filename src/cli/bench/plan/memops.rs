@@ -9,7 +9,7 @@
 //! | WS fwd | 10·W: reads w (f32) for the statistics and again to write ŵ (bf16) |
 //! | WS bwd | 20·W: reads w and dŵ (f32) for the reductions, again for dw, writes dw (f32) |
 //! | SGD, momentum | 20·P: reads w, g, m, writes w, m (f32), every trainable P |
-//! | residual sum fwd | 6·E (two reads, one write) |
+//! | residual read by conv3 | 2·E: the shortcut read once as the fprop's initial accumulator (the fused residual, `std_conv2d_add`; a separate sum would be 6·E) |
 //! | gradient sum bwd | 6·E at each unit's input (shortcut + residual branch) |
 //! | stem pad + max-pool | fwd 2·(E_in + E_out); bwd 2·(2·E_in + E_out) (reads x to find the max) |
 //! | global average pool | fwd 2·(E + N·C); bwd the same |
@@ -48,7 +48,11 @@ pub fn ops(net: &Net, zero_fill: usize) -> Vec<MemOp> {
     }
     v.extend([
         MemOp { name: "SGD (momentum)".into(), count: 1, bytes: 20.0 * net.params as f64 },
-        MemOp { name: "residual sum fwd".into(), count: net.residual_out.len(), bytes: 6.0 * sum(&net.residual_out) },
+        MemOp {
+            name: "residual read by conv3".into(),
+            count: net.residual_out.len(),
+            bytes: 2.0 * sum(&net.residual_out),
+        },
         MemOp { name: "gradient sum bwd".into(), count: net.residual_in.len(), bytes: 6.0 * sum(&net.residual_in) },
         MemOp { name: "stem pad + max-pool fwd".into(), count: 1, bytes: 2.0 * (stem_in + stem_out) },
         MemOp { name: "stem pad + max-pool bwd".into(), count: 1, bytes: 2.0 * (2.0 * stem_in + stem_out) },
@@ -84,6 +88,9 @@ mod tests {
         assert_eq!(net.norms[0].elems as f64, o);
         assert_eq!(get("group_norm + ReLU bwd").bytes / gn.bytes, 10.0 / 6.0);
         assert_eq!(get("weight_std fwd").count, 53);
+        // The fused residual: each unit's shortcut read once (2 B per bf16 element), 16 units.
+        let res = get("residual read by conv3");
+        assert_eq!((res.count, res.bytes), (16, 2.0 * net.residual_out.iter().sum::<usize>() as f64));
         assert!(ops.iter().all(|o| o.name != "strided dgrad zero fill"));
         assert_eq!(super::ops(&net, 10).last().unwrap().bytes, 20.0);
     }
