@@ -132,3 +132,37 @@ fn results_do_not_depend_on_the_thread_count() {
         }
     }
 }
+
+/// The phase planes against their definition: padded pixel (i, j) at phase (i mod sh, j mod sw),
+/// place (i / sh, j / sw), zeros elsewhere — strides 1 to 3, left paddings below and above the
+/// stride, odd widths.
+#[test]
+fn phase_planes_follow_their_definition() {
+    for (h, w, pad, stride) in [
+        (5, 7, [1, 1, 1, 1], [2, 2]),
+        (4, 9, [0, 2, 3, 1], [2, 3]),
+        (3, 6, [2, 0, 0, 2], [3, 2]),
+        (6, 5, [1, 2, 4, 0], [1, 2]),
+        (2, 1, [0, 0, 1, 1], [2, 2]),
+    ] {
+        let x: Vec<f32> = (0..2 * h * w).map(|v| v as f32 + 1.0).collect();
+        let got = pack::phase_planes(&x, 2, h, w, pad, stride);
+        let [sh, sw] = stride;
+        let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
+        let (hph, wph) = (hp.div_ceil(sh), wp.div_ceil(sw));
+        let mut want = vec![0f32; 2 * sh * sw * hph * wph];
+        for plane in 0..2 {
+            for i in 0..h {
+                for j in 0..w {
+                    let (pi, pj) = (i + pad[0], j + pad[2]);
+                    let at = plane * sh * sw * hph * wph
+                        + ((pi % sh) * sw + pj % sw) * hph * wph
+                        + (pi / sh) * wph
+                        + pj / sw;
+                    want[at] = x[(plane * h + i) * w + j];
+                }
+            }
+        }
+        assert_eq!(got, want, "{h}×{w}, pad {pad:?}, stride {stride:?}");
+    }
+}
