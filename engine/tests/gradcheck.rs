@@ -131,7 +131,7 @@ proptest! {
 
     #[test]
     fn matmul(
-        case in 0usize..9,
+        case in 0usize..10,
         (m, k, n, b, c) in (1usize..=4, 1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3),
         kinds in (0u8..4, 0u8..4),
         seed in any::<u64>(),
@@ -147,6 +147,7 @@ proptest! {
             5 => (vec![m, k], vec![k], false),
             6 => (vec![k], vec![k], false),
             7 => (vec![k], vec![b, k, n], false),
+            8 => (vec![m, k], vec![k, n], true), // 2-d: the gradients come back transposed
             _ => (vec![b, m, k], vec![k, n], true),
         };
         let what = format!("matmul case {case}: {sa:?} @ {sb:?}");
@@ -350,4 +351,19 @@ fn the_checker_catches_a_wrong_gradient() -> Result<()> {
     let ok = bitgrad_engine::gradcheck::check_gradients(|v| v[0].t()?.mul_scalar(2.0), &[x], GradCheck::default())?;
     assert_eq!(ok.checked, 4);
     Ok(())
+}
+
+/// A linear layer's `x·wᵀ`: w's gradient is gᵀ·x exactly (computed in that form, laid out as w
+/// is), and row-major.
+#[test]
+fn a_transposed_operand_gets_its_gradient_in_its_own_layout() {
+    let mut g = Gen::new(5);
+    let mut t = |dims: [usize; 2]| Tensor::from_vec(g.values(dims[0] * dims[1], Domain::Normal), dims, CPU).unwrap();
+    let (x, w, gy) = (t([3, 5]).requires_grad_(true), t([4, 5]).requires_grad_(true), t([3, 4]));
+    let y = x.matmul(&w.t().unwrap()).unwrap();
+    y.backward_with(&gy).unwrap();
+    let gw = w.grad().unwrap();
+    assert!(gw.is_contiguous(), "w's gradient is row-major");
+    let want = gy.t().unwrap().matmul(&x.detach()).unwrap();
+    assert_eq!(gw.to_vec::<f64>().unwrap(), want.to_vec::<f64>().unwrap());
 }
