@@ -17,46 +17,22 @@
 use bitgrad_engine::autograd;
 use bitgrad_engine::gpu::test_device;
 use bitgrad_engine::Device;
-use bitgrad_engine::{DType, Tensor};
-use bitgrad_models::data::{open_idx_dir, Dataset, Transform};
 use bitgrad_models::ops::fusion::{self, Fusion, Fusions};
 use bitgrad_models::ops::softmax_xent::{cross_entropy, Target};
-use bitgrad_models::schedule::Resolution;
-use bitgrad_models::{load_weights, LoadOptions};
-use bitgrad_models::{Module, Precision, ResNetV2};
+use bitgrad_models::{Module, Precision};
+
+mod demo;
+use demo::{batch, l2_rel, upstream, values};
 
 /// One test at a time: the backward profile is process-wide.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn demo_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/demo")
-}
-
-fn values(t: &Tensor) -> Vec<f64> {
-    t.to_device(Device::Cpu).unwrap().contiguous().unwrap().to_vec_f64().unwrap()
-}
-
-fn l2_rel(got: &[f64], want: &[f64]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum();
-    let den: f64 = want.iter().map(|b| b * b).sum();
-    (num / den.max(f64::MIN_POSITIVE)).sqrt()
-}
-
 /// Logits, all parameter gradients (concatenated) and the backward's "add" nodes of the
 /// upstream model on 8 images, with `fusions` on.
 fn run(device: Device, precision: Precision, fusions: Fusions) -> (Vec<f64>, Vec<f64>, usize) {
-    let sd = load_weights(demo_dir().join("upstream.safetensors"), &LoadOptions::new()).unwrap();
-    let mut model = ResNetV2::from_state_dict_in(&sd, DType::F32, device).unwrap();
+    let mut model = upstream(device);
     model.set_precision(precision).unwrap();
-    let ds = open_idx_dir(demo_dir(), true).unwrap();
-    let t = Transform::eval(Resolution { precrop: 18, crop: 16 });
-    let (mut x, mut labels) = (Vec::new(), Vec::new());
-    for i in (0..8).map(|i| i * 7 % ds.len()) {
-        x.extend(t.apply(&ds.load(i).unwrap(), 0, 0, i as u64).unwrap());
-        labels.push(ds.label(i).unwrap() as i64);
-    }
-    let x = Tensor::from_vec(x, [8, 3, 16, 16], device).unwrap();
-    let y = Tensor::from_vec(labels, [8], device).unwrap();
+    let (x, y) = batch(8, 0, device);
     autograd::profile::enable(true);
     let logits = fusion::with(fusions, || model.forward(&x)).unwrap();
     cross_entropy(&logits, Target::Hard(&y), 0.0).unwrap().backward().unwrap();

@@ -25,53 +25,18 @@
 use bitgrad_engine::cpu::isa::{self, Isa};
 use bitgrad_engine::gpu::test_device;
 use bitgrad_engine::{autograd, DType, Device, Tensor};
-use bitgrad_models::data::{open_idx_dir, Dataset, Transform};
 use bitgrad_models::ops::sgd::Sgd;
 use bitgrad_models::ops::softmax_xent::{cross_entropy, Target};
-use bitgrad_models::schedule::Resolution;
-use bitgrad_models::{load_weights, LoadOptions};
 use bitgrad_models::{Module, Precision, ResNetV2, ResNetV2Config};
 
-fn values(t: &Tensor) -> Vec<f64> {
-    t.to_device(Device::Cpu).unwrap().contiguous().unwrap().to_vec_f64().unwrap()
-}
-
-fn l2_rel(got: &[f64], want: &[f64]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum();
-    let den: f64 = want.iter().map(|b| b * b).sum();
-    (num / den.max(f64::MIN_POSITIVE)).sqrt()
-}
-
-const SIZE: u32 = 16;
+mod demo;
+use demo::{batch, l2_rel, upstream, values};
 
 /// The tests run one at a time: the backward profile one of them reads is process-wide.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn demo_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/demo")
-}
-
-/// The demonstration's upstream model (5 classes) on `device`.
-fn upstream(device: Device) -> ResNetV2 {
-    let sd = load_weights(demo_dir().join("upstream.safetensors"), &LoadOptions::new()).unwrap();
-    ResNetV2::from_state_dict_in(&sd, DType::F32, device).unwrap()
-}
-
-/// `n` Fashion-MNIST training images from `first` on, center-cropped to 16 px, and their labels.
-fn batch(n: usize, first: usize, device: Device) -> (Tensor, Tensor) {
-    let ds = open_idx_dir(demo_dir(), true).unwrap();
-    let t = Transform::eval(Resolution { precrop: SIZE + 2, crop: SIZE });
-    let (mut x, mut labels) = (Vec::new(), Vec::new());
-    for i in (first..first + n).map(|i| i * 7 % ds.len()) {
-        x.extend(t.apply(&ds.load(i).unwrap(), 0, 0, i as u64).unwrap());
-        labels.push(ds.label(i).unwrap() as i64);
-    }
-    let s = SIZE as usize;
-    (Tensor::from_vec(x, [n, 3, s, s], device).unwrap(), Tensor::from_vec(labels, [n], device).unwrap())
 }
 
 /// Logits and every parameter's gradient (in order) of the upstream model in `precision`.

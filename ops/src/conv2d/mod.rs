@@ -128,10 +128,6 @@ pub fn conv2d_add(
     if !fusable {
         return conv2d(x, w, bias, p)?.add(residual);
     }
-    if format::is_channels_last_input(x) || format::is_channels_last_input(w) {
-        let y = conv2d_add(&format::to_nchw(x)?, &format::to_nchw(w)?, bias, p, residual)?;
-        return if format::is_channels_last_input(x) { y.to_memory_format(MemoryFormat::ChannelsLast) } else { Ok(y) };
-    }
     conv2d_start(x, w, bias, Some(residual), p)
 }
 
@@ -148,7 +144,7 @@ fn conv2d_start(
     // the input's format, and the gradients come back in each tensor's own format. A model
     // that runs channels-last keeps its weights OIHW, so only the activations are converted.
     if format::is_channels_last_input(x) || format::is_channels_last_input(w) {
-        let y = conv2d(&format::to_nchw(x)?, &format::to_nchw(w)?, bias, p)?;
+        let y = conv2d_start(&format::to_nchw(x)?, &format::to_nchw(w)?, bias, residual, p)?;
         return if format::is_channels_last_input(x) { y.to_memory_format(MemoryFormat::ChannelsLast) } else { Ok(y) };
     }
     let geom = check(x, w, bias, p)?;
@@ -156,6 +152,7 @@ fn conv2d_start(
         DType::F32 | DType::F64 => {}
         // GPU devices have native half kernels (f32 accumulation, one rounding, as below).
         DType::F16 | DType::BF16 if x.device().is_gpu() => {}
+        // (Never with a residual: `conv2d_add` fuses f32 and f64 only.)
         DType::F16 | DType::BF16 => {
             let up = |t: &Tensor| t.to_dtype(DType::F32);
             let b32 = bias.map(up).transpose()?;

@@ -92,38 +92,37 @@ pub(crate) fn standardize_row(w: &[f32], mean: f32, rstd: f32, out: &mut [f32]) 
 /// [`backward`] from the raw weight and its statistics instead of ŵ: each row's ŵ is made again
 /// ([`standardize_row`]) in a row-sized scratch, so the result is [`backward`]'s bit for bit.
 pub(crate) fn backward_from_weight(g: &[f32], w: &[f32], mean: &[f32], rstd: &[f32]) -> Vec<f32> {
-    crate::group_norm::lanes::level(bitgrad_engine::cpu::isa::Family::WeightStd);
-    let rows = rstd.len();
-    let n = g.len().checked_div(rows).unwrap_or(0);
-    filled_vec(g.len(), |dw| {
-        if n > 0 {
-            dw.par_chunks_mut(n)
-                .zip(g.par_chunks(n).zip(w.par_chunks(n)))
-                .zip(mean.par_iter().zip(rstd.par_iter()))
-                .with_min_len(min_rows_per_task(n))
-                .for_each_init(
-                    || vec![0f32; n],
-                    |what, ((dw, (g, w)), (&m, &r))| {
-                        standardize_row(w, m, r, what);
-                        backward_row(g, what, dw, r)
-                    },
-                );
-        }
+    let n = g.len().checked_div(rstd.len()).unwrap_or(0);
+    by_rows(g, rstd, n, |k, g, dw, r, what| {
+        standardize_row(&w[k * n..][..n], mean[k], r, what);
+        backward_row(g, what, dw, r)
     })
 }
 
 /// dw per row from the upstream gradient `g` and the forward output `what` (= ŵ).
 pub(crate) fn backward<T: FloatElem>(g: &[T], what: &[T], rstd: &[T]) -> Vec<T> {
+    let n = g.len().checked_div(rstd.len()).unwrap_or(0);
+    by_rows(g, rstd, 0, |k, g, dw, r, _| backward_row(g, &what[k * n..][..n], dw, r))
+}
+
+/// The backward's row loop: `row(k, g_k, dw_k, r_k, scratch)` for every row `k` of `g`, rows in
+/// parallel, each task with a `scratch`-long buffer of its own.
+fn by_rows<T: FloatElem>(
+    g: &[T],
+    rstd: &[T],
+    scratch: usize,
+    row: impl Fn(usize, &[T], &mut [MaybeUninit<T>], T, &mut [T]) + Sync + Send,
+) -> Vec<T> {
     crate::group_norm::lanes::level(bitgrad_engine::cpu::isa::Family::WeightStd);
-    let rows = rstd.len();
-    let n = g.len().checked_div(rows).unwrap_or(0);
+    let n = g.len().checked_div(rstd.len()).unwrap_or(0);
     filled_vec(g.len(), |dw| {
         if n > 0 {
             dw.par_chunks_mut(n)
-                .zip(g.par_chunks(n).zip(what.par_chunks(n)))
+                .zip(g.par_chunks(n))
                 .zip(rstd.par_iter())
+                .enumerate()
                 .with_min_len(min_rows_per_task(n))
-                .for_each(|((dw, (g, what)), &r)| backward_row(g, what, dw, r));
+                .for_each_init(|| vec![T::zero(); scratch], |buf, (k, ((dw, g), &r))| row(k, g, dw, r, buf));
         }
     })
 }
