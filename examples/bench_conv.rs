@@ -4,7 +4,7 @@
 //! with ours so that both see the same machine load).
 //!
 //! Run: `cargo run --release --example bench_conv [-- --python PATH] [--reps N] [--only LABEL-PART] [--min]
-//! [--isa scalar|avx2|avx512|avx512bf16] [--cpu-time] [--size 224] [--bf16]` (`--isa` forces a lower instruction-set level for
+//! [--isa scalar|neon|avx2|avx512|avx512bf16] [--cpu-time] [--size 224] [--bf16]` (`--isa` forces a lower instruction-set level for
 //! bitgrad's own kernels; the FMA peak the totals are compared with is measured at that level).
 //!
 //! `--bf16` times the mixed-precision convolution a model trained with `--precision bf16` runs:

@@ -86,6 +86,10 @@ fn base_build(root: &Path) -> cc::Build {
         .extra_warnings(false)
         // `#pragma unroll` is a hint for NVRTC; g++ does not know it and needs no such hint.
         .flag("-Wno-unknown-pragmas")
+        // Every `a*b + c` rounded twice, as the CPU twins compute it, on every host: g++ contracts
+        // it into one fused multiply-add wherever the target has the instruction (aarch64 always),
+        // which moved the emulated results off the CPU's by an ulp there.
+        .flag("-ffp-contract=off")
         .define("BITGRAD_EMU", None)
         .include(root.join("emu"))
         .include(root.join("emu/include"))

@@ -1,16 +1,23 @@
-//! Which x86-64 instruction set each CPU kernel family runs with, and how to force a lower one.
+//! Which instruction set each CPU kernel family runs with, and how to force a lower one.
 //!
 //! bitgrad's own kernels (the direct convolution's micro-kernels, group norm, weight
 //! standardization, SGD) exist in per-ISA instantiations of one code base and pick one at run
 //! time from [`active`]: the best level the CPU has, lowered by `BITGRAD_CPU_ISA` (or
 //! [`force`]) so that every level the machine has can be tested and timed against the others.
 //!
-//! Levels, lowest first: `scalar` (plain Rust, any CPU), `avx2` (AVX2 + FMA), `avx512`
+//! Levels on x86-64, lowest first: `scalar` (plain Rust, any CPU), `avx2` (AVX2 + FMA), `avx512`
 //! (AVX-512 F/BW/DQ/VL), `avx512bf16` (AVX-512 plus the bf16 dot product `vdpbf16ps`: Zen 4,
 //! Cooper Lake), `amx` (AVX512-BF16 plus AMX-BF16 tiles: Sapphire Rapids and later, which all
-//! have AVX512-BF16). Only the bf16 convolutions tell the two top levels from `avx512`. A level above what the CPU has
-//! cannot be forced: [`parse_forced`] says why, and the library falls back to the detected level
-//! with one warning on stderr (the CLI refuses to start instead).
+//! have AVX512-BF16). Only the bf16 convolutions tell the two top levels from `avx512`.
+//!
+//! On aarch64 the levels are `scalar` and `neon`. NEON is part of the aarch64 baseline, so every
+//! aarch64 build compiles its plain-Rust loops (elementwise, group norm, WS, SGD) with NEON
+//! vectors already; the `neon` level adds the direct convolution's hand-written NEON
+//! micro-kernels, and `scalar` runs that convolution on its portable 8-lane arrays instead.
+//!
+//! A level above what the CPU has, or of another architecture, cannot be forced: [`parse_forced`]
+//! says why, and the library falls back to the detected level with one warning on stderr (the
+//! CLI refuses to start instead).
 //!
 //! The `gemm` crate, which multiplies the 1×1 convolutions, the im2col columns and the linear
 //! layers, makes its own choice (AVX-512 when the CPU has AVX-512F, else AVX2+FMA, else scalar)
@@ -24,23 +31,29 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// An instruction-set level, ordered from lowest to highest.
+///
+/// `Neon` (aarch64) sorts between `Scalar` and `Avx2` only so that a family's level can be taken
+/// as `active().min(top)` on either architecture: levels of two architectures never meet on one
+/// machine ([`Isa::available`] holds only this machine's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
     Scalar = 1,
-    Avx2 = 2,
-    Avx512 = 3,
-    Avx512Bf16 = 4,
-    Amx = 5,
+    Neon = 2,
+    Avx2 = 3,
+    Avx512 = 4,
+    Avx512Bf16 = 5,
+    Amx = 6,
 }
 
 impl Isa {
     /// Every level, lowest first.
-    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx];
+    pub const ALL: [Isa; 6] = [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx];
 
     /// The name `BITGRAD_CPU_ISA` takes.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
+            Isa::Neon => "neon",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512bf16",
@@ -52,9 +65,19 @@ impl Isa {
         Isa::ALL.into_iter().find(|i| *i as u8 == v)
     }
 
+    /// Whether this level belongs to the architecture bitgrad was built for (`scalar` belongs
+    /// to all).
+    pub fn of_this_arch(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Neon => cfg!(target_arch = "aarch64"),
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => cfg!(target_arch = "x86_64"),
+        }
+    }
+
     /// The levels this CPU has, lowest first (always at least `scalar`).
     pub fn available() -> Vec<Isa> {
-        Isa::ALL.into_iter().filter(|i| *i <= detected()).collect()
+        Isa::ALL.into_iter().filter(|i| i.of_this_arch() && *i <= detected()).collect()
     }
 }
 
@@ -88,7 +111,17 @@ fn detect() -> Isa {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+/// NEON (Advanced SIMD) is mandatory on aarch64 Linux; the check only guards odd targets.
+#[cfg(target_arch = "aarch64")]
+fn detect() -> Isa {
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        Isa::Neon
+    } else {
+        Isa::Scalar
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn detect() -> Isa {
     Isa::Scalar
 }
@@ -120,7 +153,7 @@ fn request_amx_state() -> bool {
 }
 
 /// The level the `gemm` crate picks on this CPU: its AVX-512 kernels need only AVX-512F (it is
-/// built with its `x86-v4` feature), its AVX2 ones FMA.
+/// built with its `x86-v4` feature), its AVX2 ones FMA; on aarch64 it has NEON kernels.
 pub fn gemm_crate_level() -> Isa {
     static LEVEL: OnceLock<Isa> = OnceLock::new();
     *LEVEL.get_or_init(|| {
@@ -133,6 +166,10 @@ pub fn gemm_crate_level() -> Isa {
             if has!("fma") {
                 return Isa::Avx2;
             }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return Isa::Neon;
         }
         Isa::Scalar
     })
@@ -147,8 +184,14 @@ pub fn record_gemm() {
 pub fn parse_forced(value: &str) -> Result<Isa, String> {
     let v = value.trim().to_ascii_lowercase();
     let isa = Isa::ALL.into_iter().find(|i| i.name() == v).ok_or_else(|| {
-        format!("BITGRAD_CPU_ISA={value:?} is not a level: use one of scalar, avx2, avx512, avx512bf16, amx")
+        format!("BITGRAD_CPU_ISA={value:?} is not a level: use one of scalar, neon, avx2, avx512, avx512bf16, amx")
     })?;
+    if !isa.of_this_arch() {
+        return Err(format!(
+            "BITGRAD_CPU_ISA={value} is a level of another architecture: this CPU has {}",
+            levels_text(&Isa::available())
+        ));
+    }
     if isa > detected() {
         return Err(format!(
             "BITGRAD_CPU_ISA={value} asks for more than this CPU has (it supports up to {})",
@@ -188,7 +231,9 @@ pub fn active() -> Isa {
 /// to `BITGRAD_CPU_ISA`/detection with `None`. Refuses a level the CPU does not have.
 pub fn force(isa: Option<Isa>) -> Result<(), String> {
     match isa {
-        Some(i) if i > detected() => Err(format!("this CPU supports up to {}, not {i}", detected())),
+        Some(i) if i > detected() || !i.of_this_arch() => {
+            Err(format!("this CPU has {}, not {i}", levels_text(&Isa::available())))
+        }
         Some(i) => {
             FORCED.store(i as u8, Ordering::Relaxed);
             Ok(())
@@ -243,7 +288,8 @@ impl Family {
         }
     }
 
-    /// The highest level this family has kernels for.
+    /// The highest level this family has kernels for on x86-64. On aarch64 every family's level
+    /// is at most `neon`, which sorts below all of these.
     pub fn top(self) -> Isa {
         match self {
             // The f32 kernels have nothing to gain from the bf16 instructions.
@@ -333,12 +379,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parse_rejects_unknown_and_too_high_levels() {
+    fn parse_rejects_unknown_too_high_and_foreign_levels() {
         assert!(parse_forced("sse9").unwrap_err().contains("not a level"));
         assert_eq!(parse_forced(" Scalar "), Ok(Isa::Scalar));
-        if detected() < Isa::Amx {
+        if cfg!(target_arch = "x86_64") && detected() < Isa::Amx {
             assert!(parse_forced("amx").unwrap_err().contains("supports up to"));
         }
+        let foreign = if cfg!(target_arch = "aarch64") { "avx2" } else { "neon" };
+        assert!(parse_forced(foreign).unwrap_err().contains("another architecture"));
+        let foreign = if cfg!(target_arch = "aarch64") { Isa::Avx2 } else { Isa::Neon };
+        assert!(force(Some(foreign)).is_err());
+        assert_eq!(active(), env_level().unwrap_or_else(detected), "a refused level changes nothing");
     }
 
     #[test]
@@ -351,10 +402,14 @@ mod tests {
     }
 
     #[test]
-    fn available_levels_are_a_prefix_ending_at_the_detected_one() {
+    fn available_levels_are_this_architectures_up_to_the_detected_one() {
         let av = Isa::available();
         assert_eq!(av[0], Isa::Scalar);
         assert_eq!(*av.last().unwrap(), detected());
-        assert_eq!(av.len(), detected() as usize);
+        let arch: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.of_this_arch()).collect();
+        assert_eq!(av, arch[..av.len()], "a prefix of this architecture's levels");
+        if cfg!(target_arch = "aarch64") {
+            assert_eq!(detected(), Isa::Neon, "NEON is part of aarch64 Linux's baseline");
+        }
     }
 }

@@ -52,6 +52,7 @@ struct TileConfig {
 }
 
 /// [`tiles_emulated`] on the tile registers: C stays in tmm0 across all of `k`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // the instruction is x86-only
 pub(crate) fn tiles_hardware(c: &mut [f32; TILE_M * TILE_N], a: &[u16], b: &[u16], kp: usize) {
     assert!(hardware_available(), "tdpbf16ps needs AMX-BF16");
     let mut cfg = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
@@ -132,6 +133,7 @@ std::thread_local! {
 
 /// [`block_emulated`] on the tile registers: tmm0–3 hold `C` (loaded from and stored to `c`
 /// with its row stride), tmm4–5 `A`, tmm6–7 `B`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // the instruction is x86-only
 pub fn block_hardware(c: &mut [f32], ldc: usize, accumulate: bool, a: &[u16], b: &[u16], ksteps: usize) {
     assert!(hardware_available(), "tdpbf16ps needs AMX-BF16");
     check_block(c, ldc, a, b, ksteps);

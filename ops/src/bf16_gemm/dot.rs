@@ -58,6 +58,7 @@ pub fn hardware_available() -> bool {
 }
 
 /// [`tile`] with the instruction: one `vdpbf16ps` per row and `k` pair, `A`'s pair broadcast.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // the instruction is x86-only
 pub(crate) fn tile_hardware(c: &mut [f32; TILE_M * TILE_N], a: &[u16], b: &[u16], kp: usize) {
     assert!(hardware_available(), "vdpbf16ps needs AVX512-BF16");
     #[cfg(target_arch = "x86_64")]
@@ -116,6 +117,7 @@ pub fn block_emulated(c: &mut [f32], ldc: usize, accumulate: bool, a: &[u16], b:
 /// accumulators (one per row), fed per k-pair by one load of `B`'s 16 pairs and one broadcast
 /// of each row's `A` pair — 16 independent `vdpbf16ps` chains, enough to cover the
 /// instruction's latency at one issue per cycle.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // the instruction is x86-only
 pub fn block_hardware(c: &mut [f32], ldc: usize, accumulate: bool, a: &[u16], b: &[u16], ksteps: usize) {
     assert!(hardware_available(), "vdpbf16ps needs AVX512-BF16");
     super::amx::check_block(c, ldc, a, b, ksteps);

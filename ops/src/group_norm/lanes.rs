@@ -363,11 +363,12 @@ pub(crate) fn has_avx2() -> bool {
     cfg!(target_arch = "x86_64") && bitgrad_engine::cpu::isa::active() >= bitgrad_engine::cpu::isa::Isa::Avx2
 }
 
-/// The level the multiversioned kernels run with now (AVX2 is their top), and notes it for
-/// `family`'s report.
+/// The level the multiversioned kernels run with now (AVX2 is their top on x86-64; on aarch64
+/// their one build is NEON-vectorised, NEON being in its baseline), and notes it for `family`'s
+/// report.
 pub(crate) fn level(family: bitgrad_engine::cpu::isa::Family) -> bitgrad_engine::cpu::isa::Isa {
-    use bitgrad_engine::cpu::isa::{record, Isa};
-    let isa = if has_avx2() { Isa::Avx2 } else { Isa::Scalar };
+    use bitgrad_engine::cpu::isa::{active, record, Isa};
+    let isa = if has_avx2() { Isa::Avx2 } else { active().min(Isa::Neon) };
     record(family, isa);
     isa
 }

@@ -11,7 +11,6 @@
 //! bit for bit (tests in `super::tests`). Outputs whose window is clipped by the padding, or
 //! whose loads would pass the row's end, take the plain loop.
 
-use super::cpu::{max_output, window};
 use super::PoolGeom;
 
 /// Whether [`max_plane`] applies: f32 (checked by the caller), 3×3, stride 2, AVX2 at the
@@ -33,6 +32,7 @@ pub(super) fn max_plane(xp: &[f32], g: &PoolGeom, o: &mut [f32], a: &mut [u32]) 
 
 /// The outputs `ow..ow + 8` of a row go vector when all eight windows are whole and the loads
 /// (input columns `2·ow − p … 2·ow − p + 17`) stay inside the row.
+#[cfg(target_arch = "x86_64")]
 fn vector_outputs(g: &PoolGeom, ow: usize) -> bool {
     let c0 = (2 * ow) as isize - g.padding[1] as isize;
     ow + 8 <= g.out_w && c0 >= 0 && c0 as usize + 18 <= g.w
@@ -42,7 +42,8 @@ fn vector_outputs(g: &PoolGeom, ow: usize) -> bool {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{max_output, vector_outputs, window, PoolGeom};
+    use super::super::cpu::{max_output, window};
+    use super::{vector_outputs, PoolGeom};
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn plane(xp: &[f32], g: &PoolGeom, o: &mut [f32], a: &mut [u32]) {

@@ -97,6 +97,7 @@ impl Tiles {
     }
 
     /// Whether this is an instruction (every CPU that runs one has AVX-512 F/BW/VL).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn is_hardware(self) -> bool {
         matches!(self, Tiles::Amx | Tiles::Dot)
     }

@@ -18,6 +18,8 @@
 //! fused multiply-add each — whatever the tile, thread or image it falls in, so results do not
 //! depend on the thread count.
 
+#[cfg(target_arch = "aarch64")]
+use super::simd::Neon;
 use super::simd::Scalar;
 use super::simd::Simd;
 #[cfg(target_arch = "x86_64")]
@@ -58,8 +60,9 @@ pub(crate) struct Tile<'a> {
 pub(crate) fn blocking(isa: Isa) -> (usize, usize) {
     match isa {
         Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => (12, 16),
-        Isa::Avx2 => (6, 8),
-        Isa::Scalar => (6, 8),
+        // 6 × 2 accumulators + 2 input vectors + a broadcast: 15 of AVX2's 16 registers, and
+        // 30 of NEON's 32 (its vectors are register pairs).
+        Isa::Avx2 | Isa::Neon | Isa::Scalar => (6, 8),
     }
 }
 
@@ -76,8 +79,16 @@ pub(crate) unsafe fn run(isa: Isa, t: &Tile) {
         Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => tile_avx512(t),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => tile_avx2(t),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => tile_neon(t),
         _ => tile_scalar(t),
     }
+}
+
+/// NEON is in the aarch64 baseline: no `#[target_feature]` needed.
+#[cfg(target_arch = "aarch64")]
+unsafe fn tile_neon(t: &Tile) {
+    body::<Neon, 6>(t)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -3,13 +3,16 @@
 
 use std::time::Instant;
 
+#[cfg(target_arch = "aarch64")]
+use super::simd::Neon;
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
 use super::simd::{Scalar, Simd};
 use bitgrad_engine::cpu::isa::Isa;
 
 /// Independent accumulator chains: more than FMA latency × FMA ports (4 × 2 on current x86
-/// cores), so the loop is bound by throughput, not latency.
+/// cores; NEON's 8-lane pairs make 24 chains of 4 lanes, enough for 4 FMLA pipes), so the loop
+/// is bound by throughput, not latency.
 const CHAINS: usize = 12;
 
 /// GFLOP/s of one thread running only multiply-adds at `isa` (which this CPU must have):
@@ -27,6 +30,8 @@ pub fn fma_peak_gflops(isa: Isa) -> f64 {
                     Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => fma_avx512(iters),
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 => fma_avx2(iters),
+                    #[cfg(target_arch = "aarch64")]
+                    Isa::Neon => fma_loop::<Neon>(iters),
                     _ => fma_loop::<Scalar>(iters),
                 }
             };

@@ -3,7 +3,7 @@
 //!
 //! The kernel body ([`super::kernel`]) is generic over [`Simd`]; each ISA's entry point
 //! instantiates it inside a `#[target_feature]` function, so the same code compiles to AVX-512,
-//! AVX2+FMA or plain scalar Rust. Loads and stores take a length: a full vector uses the plain
+//! AVX2+FMA, NEON (aarch64) or plain scalar Rust. Loads and stores take a length: a full vector uses the plain
 //! instruction, a shorter one a masked one that touches no memory past `len` (the rows of a
 //! feature map are rarely a multiple of the vector width).
 //!
@@ -160,6 +160,68 @@ mod x86 {
                 _mm512_storeu_ps(p, v)
             } else {
                 _mm512_mask_storeu_ps(p, ((1u32 << len) - 1) as __mmask16, v)
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) use arm::Neon;
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    use super::Simd;
+
+    /// NEON, 8 lanes as a pair of 4-lane registers. Eight lanes give it AVX2's tile shapes:
+    /// with 32 registers of half AVX2's width it holds the same number of lanes in flight, and
+    /// the blocking and tail logic are the ones every x86 machine already tests. NEON has no
+    /// masked loads or stores, so a partial vector goes through an 8-lane buffer on the stack
+    /// (only at the end of a row).
+    #[derive(Clone, Copy)]
+    pub(crate) struct Neon;
+
+    impl Simd for Neon {
+        const LANES: usize = 8;
+        type V = [float32x4_t; 2];
+        #[inline(always)]
+        unsafe fn zero() -> Self::V {
+            [vdupq_n_f32(0.0); 2]
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self::V {
+            [vdupq_n_f32(x); 2]
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32, len: usize) -> Self::V {
+            if len >= 8 {
+                [vld1q_f32(p), vld1q_f32(p.add(4))]
+            } else {
+                let mut buf = [0.0f32; 8];
+                std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), len);
+                [vld1q_f32(buf.as_ptr()), vld1q_f32(buf.as_ptr().add(4))]
+            }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+            // vfmaq_f32(c, a, b) = c + a·b, one rounding (FMLA).
+            [vfmaq_f32(c[0], a[0], b[0]), vfmaq_f32(c[1], a[1], b[1])]
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+            [vaddq_f32(a[0], b[0]), vaddq_f32(a[1], b[1])]
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self::V, len: usize) {
+            if len >= 8 {
+                vst1q_f32(p, v[0]);
+                vst1q_f32(p.add(4), v[1]);
+            } else {
+                let mut buf = [0.0f32; 8];
+                vst1q_f32(buf.as_mut_ptr(), v[0]);
+                vst1q_f32(buf.as_mut_ptr().add(4), v[1]);
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), p, len);
             }
         }
     }

@@ -166,3 +166,78 @@ fn phase_planes_follow_their_definition() {
         assert_eq!(got, want, "{h}×{w}, pad {pad:?}, stride {stride:?}");
     }
 }
+
+/// Each level's micro-kernel is the one that runs: the vector levels (AVX2, AVX-512, NEON)
+/// reduce with fused multiply-adds, the portable one rounds each product first. Two channels
+/// whose products cancel to within 2⁻⁴⁰ tell them apart: `−(1 + 2⁻¹⁹) + (1 + 2⁻²⁰)²` is 2⁻⁴⁰
+/// when the second product is not rounded, 0 when it is.
+#[test]
+fn every_level_runs_its_own_kernel() {
+    let e = (1.0f32 + 2f32.powi(-20), 1.0f32 + 2f32.powi(-19));
+    for isa in Isa::available() {
+        let (mr, lanes) = kernel::blocking(isa);
+        // Panel [channel][tap][MR]: weight −1 on channel 0, 1 + 2⁻²⁰ on channel 1.
+        let a: Vec<f32> = [-1.0f32, e.0].iter().flat_map(|&w| std::iter::repeat_n(w, mr)).collect();
+        // Two channel planes of two vectors: 1 + 2⁻¹⁹, then 1 + 2⁻²⁰.
+        let plane = 2 * lanes;
+        let b: Vec<f32> = [e.1, e.0].iter().flat_map(|&x| std::iter::repeat_n(x, plane)).collect();
+        let mut out = vec![f32::NAN; mr * plane];
+        let taps = [0isize];
+        let t = kernel::Tile {
+            a: a.as_ptr(),
+            b: b.as_ptr(),
+            plane,
+            kc: 2,
+            taps: &taps,
+            src: [0, lanes as isize],
+            dst: [out.as_mut_ptr(), out.as_mut_ptr().wrapping_add(lanes)],
+            ldc: plane,
+            len: [lanes, lanes],
+            mr,
+            accumulate: false,
+        };
+        // SAFETY: `a` holds 2 channels × 1 tap × MR weights, `b` 2 planes of 2 vectors, and `out`
+        // MR rows of `ldc` values, each row's two vectors inside it.
+        unsafe { kernel::run(isa, &t) };
+        let want = if isa == Isa::Scalar { 0.0 } else { 2f32.powi(-40) };
+        assert!(out.iter().all(|&v| v == want), "{isa}: {:?} …, want {want:e}", &out[..4]);
+    }
+}
+
+/// The same for the weight-gradient kernel: two output pixels whose products cancel to 2⁻⁴⁰
+/// (tap 0) when the second is fused into the sum.
+#[test]
+fn every_level_runs_its_own_weight_kernel() {
+    let e = (1.0f32 + 2f32.powi(-20), 1.0f32 + 2f32.powi(-19));
+    for isa in Isa::available() {
+        let (mo, lanes) = weight_kernel::blocking(isa);
+        // One packed row of 4 pixels (`L` channels each): 1 + 2⁻¹⁹, 1 + 2⁻²⁰, 1, 1.
+        let x: Vec<f32> = [e.1, e.0, 1.0, 1.0].iter().flat_map(|&v| std::iter::repeat_n(v, lanes)).collect();
+        // Each output channel's gradient at the 2 output pixels: −1, 1 + 2⁻²⁰.
+        let dy: Vec<f32> = (0..mo).flat_map(|_| [-1.0, e.0]).collect();
+        let mut out = vec![f32::NAN; mo * weight_kernel::KW * lanes];
+        let t = weight_kernel::WeightTile {
+            x: x.as_ptr(),
+            x_image: x.len(),
+            dy: dy.as_ptr(),
+            dy_image: dy.len(),
+            dy_channel: 2,
+            mo,
+            batch: 1,
+            oh: 1,
+            ow: 2,
+            wp: 4,
+            dw: 1,
+            stride: [1, 1],
+            out: out.as_mut_ptr(),
+        };
+        // SAFETY: the 3 taps of the 2 pixels read pixels 0..4 of `x`; `dy` holds MO channels of
+        // 2 pixels; `out` holds MO × KW vectors.
+        unsafe { weight_kernel::run(isa, &t) };
+        let want = if isa == Isa::Scalar { 0.0 } else { 2f32.powi(-40) };
+        for r in 0..mo {
+            let tap0 = &out[r * weight_kernel::KW * lanes..][..lanes];
+            assert!(tap0.iter().all(|&v| v == want), "{isa} row {r}: {tap0:?}, want {want:e}");
+        }
+    }
+}

@@ -14,6 +14,8 @@
 //! tile is written once), and each weight is summed in one fixed order — images, rows, columns
 //! — so results do not depend on the thread count.
 
+#[cfg(target_arch = "aarch64")]
+use super::simd::Neon;
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
 use super::simd::{Scalar, Simd};
@@ -55,8 +57,8 @@ pub(crate) fn blocking(isa: Isa) -> (usize, usize) {
     match isa {
         Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => (8, 16),
         // 3 × 3 accumulators + 3 input vectors + a broadcast fit AVX2's 16 registers; 4 × 3
-        // spilled one vector per pixel.
-        Isa::Avx2 | Isa::Scalar => (3, 8),
+        // spilled one vector per pixel. NEON's register pairs fill its 32 registers the same way.
+        Isa::Avx2 | Isa::Neon | Isa::Scalar => (3, 8),
     }
 }
 
@@ -72,6 +74,9 @@ pub(crate) unsafe fn run(isa: Isa, t: &WeightTile) {
         Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => tile_avx512(t),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => tile_avx2(t),
+        // NEON is in the aarch64 baseline: no `#[target_feature]` entry point needed.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => body::<Neon, 3>(t),
         _ => body::<Scalar, 3>(t),
     }
 }
