@@ -53,7 +53,8 @@ impl Lib {
         match self {
             Lib::Driver => format!(
                 "no CUDA driver found ({file} could not be loaded): this machine has no NVIDIA driver, or its \
-                 folder is not on the loader's path (add it to LD_LIBRARY_PATH, e.g. /usr/lib/x86_64-linux-gnu)"
+                 folder is not on the loader's path (add it to LD_LIBRARY_PATH, e.g. /usr/lib/{}-linux-gnu)",
+                std::env::consts::ARCH
             ),
             Lib::Nvrtc | Lib::Cublas => {
                 let what = if self == Lib::Nvrtc { "NVRTC, which compiles the kernels" } else { "cuBLAS, for GEMM" };
