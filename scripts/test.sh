@@ -117,7 +117,7 @@ fi
 # One test at a time: each starts up to 4 ranks on 2 cores.
 cargo test --quiet --workspace --features mpi,nccl --test dist_mpi --test dist_nccl -- --test-threads=1
 
-section "aarch64: the workspace cross-checked, the engine's and ops' unit tests under qemu-user (scripts/test-aarch64.sh)"
+section "aarch64: the engine's and ops' unit tests cross-built and run under qemu-user (scripts/test-aarch64.sh)"
 # The NEON micro-kernels of the direct convolution, and every other CPU kernel, on the other
 # architecture bitgrad supports; Debian's cross toolchain and qemu, installed once.
 scripts/test-aarch64.sh
