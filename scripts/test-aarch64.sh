@@ -20,8 +20,8 @@ cd "$(dirname "$0")/.."
 
 RUSTC_AARCH64=/usr/bin/rustc
 need=()
-[ -x "$RUSTC_AARCH64" ] && "$RUSTC_AARCH64" --print sysroot >/dev/null 2>&1 &&
-    [ -d "$("$RUSTC_AARCH64" --print sysroot)/lib/rustlib/aarch64-unknown-linux-gnu" ] || need+=(rustc-web libstd-rust-web-dev:arm64)
+std_dir=$("$RUSTC_AARCH64" --print target-libdir --target aarch64-unknown-linux-gnu 2>/dev/null || true)
+[ -n "$std_dir" ] && [ -d "$std_dir" ] || need+=(rustc-web libstd-rust-web-dev:arm64)
 command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 if [ ${#need[@]} -gt 0 ]; then

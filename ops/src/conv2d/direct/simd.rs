@@ -3,9 +3,9 @@
 //!
 //! The kernel body ([`super::kernel`]) is generic over [`Simd`]; each ISA's entry point
 //! instantiates it inside a `#[target_feature]` function, so the same code compiles to AVX-512,
-//! AVX2+FMA, NEON (aarch64) or plain scalar Rust. Loads and stores take a length: a full vector uses the plain
-//! instruction, a shorter one a masked one that touches no memory past `len` (the rows of a
-//! feature map are rarely a multiple of the vector width).
+//! AVX2+FMA, NEON (aarch64) or plain scalar Rust. Loads and stores take a length: a full vector
+//! uses the plain instruction, a shorter one a masked one that touches no memory past `len` (the
+//! rows of a feature map are rarely a multiple of the vector width).
 //!
 //! [`Scalar`] is an 8-lane array: the same blocking as AVX2, so the blocking and tail logic
 //! run on every machine, with `a·b + c` rounded twice (no fused multiply-add in plain Rust
