@@ -8,6 +8,8 @@
 //! * `no_grad()` records nothing (and only on its own thread), `detach()` cuts the graph;
 //! * backward twice on one graph, backward on a non-scalar without a seed, a bad seed, and
 //!   misbehaving custom ops are errors, not panics; `backward_with` uses the given gradient;
+//! * `is_last_use` holds inside a node's backward exactly when that node finishes a leaf's
+//!   gradient for the pass;
 //! * invalid arguments (shape/dtype mismatch, bad axes, bad permutations, out-of-range narrow or
 //!   indices, wrong element counts, unavailable devices) are errors whose messages name the
 //!   shapes (or dtypes, indices) involved.
@@ -602,4 +604,56 @@ fn backward_hook_reports_each_leaf_once_when_its_gradient_is_final() {
     let (_, _, loss) = build();
     let err = loss.backward_with_hook(&mut |_| Err(Error::Autograd("stop here".into()))).unwrap_err();
     assert!(err.to_string().contains("stop here"), "{err}");
+}
+
+/// A custom op that passes its gradient through and records, for each input, whether
+/// `is_last_use` held while its backward ran.
+struct LastUseProbe(Arc<std::sync::Mutex<Vec<bool>>>);
+
+impl BackwardOp for LastUseProbe {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+    fn backward(&self, inputs: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let mut seen = self.0.lock().unwrap();
+        seen.extend(inputs.iter().map(bitgrad_engine::autograd::is_last_use));
+        Ok(inputs.iter().map(|_| Some(g.clone())).collect())
+    }
+}
+
+#[test]
+fn is_last_use_holds_only_where_a_node_finishes_a_leafs_gradient() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let probe = |x: &Tensor| t(&[0.0, 0.0], &[2]).record(&[x], LastUseProbe(seen.clone()));
+    let take = || std::mem::take(&mut *seen.lock().unwrap());
+
+    // One use: the probe's gradient is the whole gradient.
+    let x = param(&[1.0, 2.0], &[2]);
+    probe(&x).sum_all().unwrap().backward().unwrap();
+    assert_eq!(take(), [true]);
+    // Outside a backward it never holds.
+    assert!(!bitgrad_engine::autograd::is_last_use(&x));
+
+    // Two uses: the probe runs after x·2 gave x a gradient (the sum's add runs its inputs'
+    // nodes in reverse topological order), or before the other use: false either way.
+    let x = param(&[1.0, 2.0], &[2]);
+    probe(&x).add(&x.mul_scalar(2.0).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(take(), [false]);
+
+    // Both uses in the probe itself: its gradient for x is still the whole one.
+    let x = param(&[1.0, 2.0], &[2]);
+    t(&[0.0, 0.0], &[2]).record(&[&x, &x], LastUseProbe(seen.clone())).sum_all().unwrap().backward().unwrap();
+    assert_eq!(take(), [true, true]);
+    assert_close(&grad_of(&x), &[2.0, 2.0]);
+
+    // A non-leaf input is never "last use" (its gradient goes on to its own node).
+    let x = param(&[1.0, 2.0], &[2]);
+    probe(&x.mul_scalar(3.0).unwrap()).sum_all().unwrap().backward().unwrap();
+    assert_eq!(take(), [false]);
+
+    // Two probes on one leaf: only the one that runs last holds it, and only if the other gave
+    // nothing yet — the first to run sees one use left elsewhere.
+    let x = param(&[1.0, 2.0], &[2]);
+    probe(&x).add(&probe(&x)).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(take(), [false, false]);
 }

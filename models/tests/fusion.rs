@@ -89,3 +89,69 @@ fn ws_packing_changes_no_bit() {
 fn bf16_on_the_gpu_test_device() {
     on_and_off(test_device(), Precision::Bf16);
 }
+
+/// `steps` optimiser steps of two micro-batches (`accumulate_step`, momentum and weight decay
+/// as BiT's) with `fusions` on; the parameters' and momentum buffers' bits afterwards, and
+/// whether each step was applied. `poison` makes one image of that step's last micro-batch NaN.
+/// Also: how many parameter updates ran inside backward.
+fn train_steps(
+    device: Device,
+    fusions: Fusions,
+    steps: u64,
+    poison: Option<u64>,
+) -> (Vec<u64>, Vec<u64>, Vec<bool>, usize) {
+    use bitgrad_models::data::{Batch, Position};
+    use bitgrad_models::ops::sgd::Sgd;
+    let mut model = upstream(device);
+    model.set_training(true);
+    let params = model.parameters();
+    let mut sgd = Sgd::new(0.003, 0.9, 1e-4, false).unwrap();
+    let mut applied = Vec::new();
+    for step in 0..steps {
+        let micro: Vec<Batch> = (0..2)
+            .map(|m| {
+                let (x, y) = batch(4, (step * 8 + m * 4) as usize, Device::Cpu);
+                let mut v = values(&x);
+                if poison == Some(step) && m == 1 {
+                    v[5] = f64::NAN;
+                }
+                let images = bitgrad_engine::Tensor::from_f64_vec(v, x.shape(), x.dtype(), Device::Cpu).unwrap();
+                let labels = values(&y).into_iter().map(|l| l as i64).collect();
+                Batch { images, labels, indices: vec![0; 4], position: Position::default() }
+            })
+            .collect();
+        let out = fusion::with(fusions, || {
+            bitgrad_models::train::accumulate_step(&model, &params, &mut sgd, &micro, step, 0.003, None)
+        })
+        .unwrap();
+        applied.push(out.applied);
+    }
+    let bits = |t: &bitgrad_engine::Tensor| values(t).into_iter().map(f64::to_bits).collect::<Vec<_>>();
+    let weights = params.iter().flat_map(bits).collect();
+    let buffers = params.iter().flat_map(|p| sgd.momentum_buffer(p).map(bits).unwrap_or_default()).collect();
+    (weights, buffers, applied, sgd.updates_in_backward())
+}
+
+#[test]
+fn ws_sgd_updates_the_same_bits_as_the_step_after_backward() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let without = Fusions::ALL.without(Fusion::WsSgd);
+    for device in [Device::Cpu, test_device()] {
+        let fused = train_steps(device, Fusions::ALL, 3, None);
+        let plain = train_steps(device, without, 3, None);
+        assert_eq!(fused.2, [true; 3]);
+        // Each of the model's WS convolutions, each step, on the CPU; never on a GPU device.
+        let convs = upstream(Device::Cpu).named_parameters().iter().filter(|(n, _)| n.contains("conv")).count();
+        let expected = if device == Device::Cpu { 3 * convs } else { 0 };
+        assert_eq!((fused.3, plain.3), (expected, 0), "{device}: updates inside backward");
+        assert!(fused.0 == plain.0, "{device}: the weights differ");
+        assert!(fused.1 == plain.1, "{device}: the momentum buffers differ");
+        // A NaN loss in the last micro-batch: no update at all, fused or not (the fusion only
+        // runs for a finite loss), and the next step goes on from the same state.
+        let start = train_steps(device, Fusions::ALL, 1, None);
+        let nan = train_steps(device, Fusions::ALL, 2, Some(1));
+        assert_eq!(nan.2, [true, false]);
+        assert_eq!(nan.3, start.3, "{device}: the NaN step updated nothing inside backward");
+        assert!(nan.0 == start.0 && nan.1 == start.1, "{device}: a NaN step changed the state");
+    }
+}

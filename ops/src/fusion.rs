@@ -25,16 +25,23 @@ pub enum Fusion {
     /// again from μ and r instead of keeping it (bit for bit the same results; one f32 copy of
     /// every convolution weight less, from the forward to the backward).
     WsPacking,
+    /// The SGD update of a weight-standardized parameter run inside WS's backward, row by row
+    /// as each row's gradient is finished (`crate::sgd::in_backward`): no full-size weight
+    /// gradient is written, and the weight, its gradient row and its momentum row are touched
+    /// once while in cache (bit for bit the same weights and buffers). Where training loops
+    /// apply it, the update of a step happens during its last backward.
+    WsSgd,
 }
 
 impl Fusion {
-    pub const ALL: [Fusion; 2] = [Fusion::Residual, Fusion::WsPacking];
+    pub const ALL: [Fusion; 3] = [Fusion::Residual, Fusion::WsPacking, Fusion::WsSgd];
 
     /// Its name in `BITGRAD_FUSE`.
     pub fn name(self) -> &'static str {
         match self {
             Fusion::Residual => "residual",
             Fusion::WsPacking => "ws-packing",
+            Fusion::WsSgd => "ws-sgd",
         }
     }
 
@@ -53,6 +60,10 @@ impl Fusions {
 
     pub fn only(f: Fusion) -> Fusions {
         Fusions(f.bit())
+    }
+    /// This set with `f` off.
+    pub fn without(self, f: Fusion) -> Fusions {
+        Fusions(self.0 & !f.bit())
     }
     pub fn contains(self, f: Fusion) -> bool {
         self.0 & f.bit() != 0
@@ -142,8 +153,8 @@ mod tests {
         let e = Fusions::parse("residual,wsx").unwrap_err();
         assert!(e.contains("\"wsx\" is not a fusion") && e.contains("residual"), "{e}");
         assert_eq!(Fusions::NONE.to_string(), "none");
-        assert_eq!(Fusions::ALL.to_string(), "residual, ws-packing");
-        assert_eq!(Fusions::parse("ws-packing,residual"), Ok(Fusions::ALL));
+        assert_eq!(Fusions::ALL.to_string(), "residual, ws-packing, ws-sgd");
+        assert_eq!(Fusions::parse("ws-sgd,ws-packing,residual"), Ok(Fusions::ALL));
     }
 
     #[test]

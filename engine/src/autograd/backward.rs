@@ -83,10 +83,7 @@ fn grad_impl(root: &Tensor, seed: &Tensor, mut on_final: Option<OnFinal<'_>>) ->
     }
     let _recording_off = no_grad();
     let mut order = topo_order(root)?;
-    let mut uses = match on_final {
-        Some(_) => leaf_uses(&order),
-        None => HashMap::new(),
-    };
+    let mut uses = leaf_uses(&order);
     // Gradients of the intermediate tensors still waiting to be propagated.
     let mut pending = GradStore::default();
     let mut leaves = GradStore::default();
@@ -111,7 +108,10 @@ fn grad_impl(root: &Tensor, seed: &Tensor, mut on_final: Option<OnFinal<'_>>) ->
             continue;
         };
         let timer = super::profile::start();
-        let grads = node.op.backward(&node.inputs, t, &g)?;
+        let grads = {
+            let _last = LastUses::set(last_uses_of(&node.inputs, &uses, &leaves));
+            node.op.backward(&node.inputs, t, &g)?
+        };
         super::profile::stop(timer, node.op.name());
         if grads.len() != node.inputs.len() {
             return Err(Error::Autograd(format!(
@@ -150,25 +150,73 @@ fn grad_impl(root: &Tensor, seed: &Tensor, mut on_final: Option<OnFinal<'_>>) ->
 }
 
 /// Counts one use of each leaf among `inputs` as done and hands the leaves with no use left to
-/// `on_final` (nothing happens without a callback).
+/// `on_final` (only counting without a callback).
 fn deliver_final(
     inputs: &[Tensor],
     uses: &mut HashMap<TensorId, usize>,
     leaves: &mut GradStore,
     on_final: &mut Option<OnFinal<'_>>,
 ) -> Result<()> {
-    let Some(f) = on_final.as_mut() else { return Ok(()) };
     for input in inputs {
         let Some(n) = uses.get_mut(&input.id()) else { continue };
         *n -= 1;
         if *n == 0 {
             uses.remove(&input.id());
-            if let Some(g) = leaves.remove(input) {
-                f(input, g)?;
+            if let Some(f) = on_final.as_mut() {
+                if let Some(g) = leaves.remove(input) {
+                    f(input, g)?;
+                }
             }
         }
     }
     Ok(())
+}
+
+/// The leaves among a node's `inputs` whose whole gradient from this pass is the one this node
+/// is about to compute: every use they have left is in this node, and no other node gave them
+/// a gradient yet.
+fn last_uses_of(inputs: &[Tensor], uses: &HashMap<TensorId, usize>, leaves: &GradStore) -> Vec<TensorId> {
+    let mut last = Vec::new();
+    for input in inputs {
+        let id = input.id();
+        let here = inputs.iter().filter(|i| i.id() == id).count();
+        if uses.get(&id) == Some(&here) && leaves.get(input).is_none() && !last.contains(&id) {
+            last.push(id);
+        }
+    }
+    last
+}
+
+thread_local! {
+    /// [`last_uses_of`] for the node whose backward runs now on this thread (nodes run on the
+    /// thread that called backward).
+    static LAST_USES: std::cell::RefCell<Vec<TensorId>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Holds [`LAST_USES`] for one node's backward and puts the previous value back (a backward
+/// that runs another backward inside sees its own).
+struct LastUses(Vec<TensorId>);
+
+impl LastUses {
+    fn set(ids: Vec<TensorId>) -> LastUses {
+        LastUses(LAST_USES.with(|l| std::mem::replace(&mut *l.borrow_mut(), ids)))
+    }
+}
+
+impl Drop for LastUses {
+    fn drop(&mut self) {
+        let previous = std::mem::take(&mut self.0);
+        LAST_USES.with(|l| *l.borrow_mut() = previous);
+    }
+}
+
+/// Inside a [`BackwardOp::backward`](super::BackwardOp::backward): whether the gradient that op
+/// computes for its input `leaf` is the leaf's whole gradient from this backward pass — `leaf`
+/// is a leaf, no node left to run uses it, and no node has given it a gradient yet. An op may
+/// then consume that gradient itself (an optimizer update fused into the op that finishes the
+/// gradient, `bitgrad_ops::sgd`) and return `None` for it. False outside a backward.
+pub fn is_last_use(leaf: &Tensor) -> bool {
+    leaf.is_leaf() && LAST_USES.with(|l| l.borrow().contains(&leaf.id()))
 }
 
 impl Tensor {

@@ -15,7 +15,7 @@ mod grad_store;
 mod no_grad;
 pub mod profile;
 
-pub use backward::grad;
+pub use backward::{grad, is_last_use};
 pub use grad_store::GradStore;
 pub use no_grad::{is_grad_enabled, no_grad, NoGradGuard};
 

@@ -42,17 +42,28 @@ pub struct StepOutcome {
 /// Forward and backward of one micro-batch, the loss scaled by `scale` before backward
 /// (1 / batch_split). Returns the unscaled loss.
 pub fn micro_step(model: &ResNetV2, batch: &Batch, mix: Option<(&MixUp, u64, u64, f64)>, scale: f64) -> Result<f64> {
-    micro_step_with(model, batch, mix, scale, None)
+    micro_step_with(model, batch, mix, scale, After::Nothing)
 }
 
-/// [`micro_step`] whose backward reports each parameter to `ready` once its gradient is final
-/// (data-parallel training starts communicating from there).
+/// What a micro-batch's backward does besides collecting gradients.
+enum After<'a> {
+    Nothing,
+    /// Reports each parameter to the reducer once its gradient is final (data-parallel training
+    /// starts communicating from there).
+    Reduce(&'a mut Reducer),
+    /// The step's SGD update, fused into the ops that finish the parameters' gradients
+    /// (`Sgd::update_in_backward`, the `ws-sgd` fusion) — only if this micro-batch's loss is
+    /// finite; the caller's `step` updates the rest.
+    Update(&'a mut Sgd, &'a [Tensor]),
+}
+
+/// [`micro_step`] with [`After`].
 fn micro_step_with(
     model: &ResNetV2,
     batch: &Batch,
     mix: Option<(&MixUp, u64, u64, f64)>,
     scale: f64,
-    ready: Option<&mut Reducer>,
+    after: After<'_>,
 ) -> Result<f64> {
     let device = model.device();
     let k = model.config().num_classes;
@@ -83,15 +94,18 @@ fn micro_step_with(
     };
     let value = loss.to_scalar()?;
     let scaled = loss.mul_scalar(scale)?;
-    match ready {
-        Some(r) => scaled.backward_with_hook(&mut |leaf| r.grad_ready(leaf).map_err(engine_error))?,
-        None => scaled.backward()?,
+    match after {
+        After::Reduce(r) => scaled.backward_with_hook(&mut |leaf| r.grad_ready(leaf).map_err(engine_error))?,
+        After::Update(sgd, params) if value.is_finite() => sgd.update_in_backward(params, || scaled.backward())?,
+        After::Nothing | After::Update(..) => scaled.backward()?,
     }
     Ok(value)
 }
 
 /// One optimiser step over `micro_batches` (exactly `batch_split` of them): accumulate, then
-/// `sgd.step(params)` at `lr` and clear the gradients. `mixup` is `Some` when α > 0; `step` keys
+/// `sgd.step(params)` at `lr` and clear the gradients. With the `ws-sgd` fusion on (the default)
+/// and one process, the weight-standardized convolution weights are updated inside the last
+/// backward instead, bit for bit the same (`bitgrad_ops::sgd::Sgd::update_in_backward`). `mixup` is `Some` when α > 0; `step` keys
 /// its λ and permutations.
 pub fn accumulate_step(
     model: &ResNetV2,
@@ -126,14 +140,19 @@ pub fn accumulate_step_ddp(
     }
     let split = micro_batches.len();
     let lambda = mixup.map_or(1.0, |m| m.lambda(step));
-    let (mut total, mut images) = (0.0, 0);
+    let (mut total, mut images) = (0.0f64, 0);
+    sgd.lr = lr;
     for (micro, batch) in micro_batches.iter().enumerate() {
         let mix = mixup.map(|m| (m, step, micro as u64, lambda));
-        let ready = match &mut ddp {
-            Some((r, _)) if micro + 1 == split => Some(&mut **r),
-            _ => None,
+        // The last micro-batch's backward communicates (data-parallel), or else updates the
+        // weights as it finishes their gradients when every loss so far is finite (the step
+        // is then applied: the mean loss is finite exactly when each one is).
+        let after = match &mut ddp {
+            Some((r, _)) if micro + 1 == split => After::Reduce(r),
+            None if micro + 1 == split && total.is_finite() => After::Update(&mut *sgd, params),
+            _ => After::Nothing,
         };
-        total += micro_step_with(model, batch, mix, 1.0 / split as f64, ready)?;
+        total += micro_step_with(model, batch, mix, 1.0 / split as f64, after)?;
         images += batch.labels.len();
     }
     let mut loss = total / split as f64;
@@ -146,7 +165,7 @@ pub fn accumulate_step_ddp(
     }
     let applied = loss.is_finite();
     if applied {
-        sgd.lr = lr;
+        // (The parameters the last backward updated have no gradient left: this updates the rest.)
         sgd.step(params)?;
     }
     sgd.zero_grad(params);

@@ -35,7 +35,7 @@ impl<T: FloatElem> Hyper<T> {
 
 /// Updates one chunk with the fastest code this CPU runs (the same numbers either way: an FMA
 /// is exact whether the instruction or libm's `fma` computes it).
-fn step_chunk<T: FloatElem>(w: &mut [T], g: &[T], buf: Option<(&mut [T], bool)>, h: &Hyper<T>) {
+pub(crate) fn step_chunk<T: FloatElem>(w: &mut [T], g: &[T], buf: Option<(&mut [T], bool)>, h: &Hyper<T>) {
     #[cfg(target_arch = "x86_64")]
     if crate::group_norm::lanes::has_avx2() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).

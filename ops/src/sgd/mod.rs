@@ -45,6 +45,9 @@ pub(crate) mod cpu;
 mod gpu;
 #[cfg(test)]
 mod gpu_tests;
+pub(crate) mod in_backward;
+#[cfg(test)]
+mod in_backward_tests;
 #[cfg(test)]
 mod tests;
 
@@ -66,6 +69,8 @@ pub struct Sgd {
     /// Nesterov momentum (requires `momentum > 0`).
     pub nesterov: bool,
     buffers: HashMap<TensorId, Tensor>,
+    /// Updates made inside backward (`in_backward`).
+    updated_in_backward: usize,
 }
 
 /// Clears the `.grad()` of every parameter.
@@ -76,7 +81,7 @@ pub fn zero_grad(params: &[Tensor]) {
 impl Sgd {
     /// An optimizer with the given hyper-parameters (checked as PyTorch does).
     pub fn new(lr: f64, momentum: f64, weight_decay: f64, nesterov: bool) -> Result<Sgd> {
-        let sgd = Sgd { lr, momentum, weight_decay, nesterov, buffers: HashMap::new() };
+        let sgd = Sgd { lr, momentum, weight_decay, nesterov, buffers: HashMap::new(), updated_in_backward: 0 };
         sgd.check()?;
         Ok(sgd)
     }

@@ -99,6 +99,46 @@ pub(crate) fn backward_from_weight(g: &[f32], w: &[f32], mean: &[f32], rstd: &[f
     })
 }
 
+/// [`backward`] and the SGD update of the weight `w`, row by row (the `ws-sgd` fusion,
+/// `crate::sgd::in_backward`): each row's ∂w goes to a row-sized scratch, `earlier` (the
+/// gradient of earlier backward passes) is added to it as `.grad()` would sum them, and
+/// [`sgd::cpu::step_chunk`](crate::sgd::cpu::step_chunk) updates the weight row and its
+/// momentum row (`buf`: the buffer and whether this is its first step) while they are in
+/// cache. Bit for bit [`backward`], the sum, then `sgd::cpu::step`; no full-size ∂w is made.
+pub(crate) fn backward_sgd<T: FloatElem>(
+    (g, what, rstd): (&[T], &[T], &[T]),
+    w: &mut [T],
+    earlier: Option<&[T]>,
+    buf: Option<(&mut [T], bool)>,
+    h: &crate::sgd::cpu::Hyper<T>,
+) {
+    crate::group_norm::lanes::level(bitgrad_engine::cpu::isa::Family::WeightStd);
+    crate::group_norm::lanes::level(bitgrad_engine::cpu::isa::Family::Sgd);
+    let n = g.len().checked_div(rstd.len()).unwrap_or(0);
+    if n == 0 {
+        return;
+    }
+    let (mut buf_rows, first): (Vec<Option<&mut [T]>>, bool) = match buf {
+        Some((b, first)) => (b.chunks_mut(n).map(Some).collect(), first),
+        None => ((0..rstd.len()).map(|_| None).collect(), false),
+    };
+    w.par_chunks_mut(n).zip(buf_rows.par_iter_mut()).enumerate().with_min_len(min_rows_per_task(n)).for_each_init(
+        || vec![T::zero(); n],
+        |dw, (k, (w, b))| {
+            let rows = k * n..(k + 1) * n;
+            // SAFETY: MaybeUninit<T> has T's layout, and backward_row writes every element.
+            let out = unsafe { &mut *(dw.as_mut_slice() as *mut [T] as *mut [MaybeUninit<T>]) };
+            backward_row(&g[rows.clone()], &what[rows.clone()], out, rstd[k]);
+            if let Some(e) = earlier {
+                for (d, &e) in dw.iter_mut().zip(&e[rows]) {
+                    *d = e + *d;
+                }
+            }
+            crate::sgd::cpu::step_chunk(w, dw, b.as_deref_mut().map(|b| (b, first)), h);
+        },
+    );
+}
+
 /// dw per row from the upstream gradient `g` and the forward output `what` (= ŵ).
 pub(crate) fn backward<T: FloatElem>(g: &[T], what: &[T], rstd: &[T]) -> Vec<T> {
     let n = g.len().checked_div(rstd.len()).unwrap_or(0);

@@ -98,6 +98,24 @@ struct WeightStdBackward {
 }
 
 impl WeightStdBackward {
+    /// The `ws-sgd` fusion: true when a registered optimizer updated the weight `w` row by row
+    /// here (`crate::sgd::in_backward`), so no gradient goes back to it.
+    fn update_in_place<T: FloatElem>(&self, w: &Tensor, what: &Tensor, g: &Tensor) -> Result<bool> {
+        if !crate::sgd::in_backward::is_registered() {
+            return Ok(false);
+        }
+        let (g, what) = (g.contiguous()?, what.contiguous()?);
+        let rstd = self.rstd.to_vec::<T>()?;
+        g.with_cpu_slice(|gs: &[T]| {
+            what.with_cpu_slice(|ws: &[T]| {
+                crate::sgd::in_backward::apply::<T>(
+                    w,
+                    Box::new(|w, earlier, buf, h| cpu::backward_sgd((gs, ws, &rstd), w, earlier, buf, h)),
+                )
+            })
+        })??
+    }
+
     fn run<T: FloatElem>(&self, what: &Tensor, g: &Tensor) -> Result<Tensor> {
         let (g, what) = (g.contiguous()?, what.contiguous()?);
         let rstd = self.rstd.to_vec::<T>()?;
@@ -115,6 +133,14 @@ impl BackwardOp for WeightStdBackward {
         if let Some(mean) = &self.mean {
             // GPU devices (the forward saved μ there); inputs[0] is the contiguous weight.
             return Ok(vec![Some(gpu::backward(&g.contiguous()?, &inputs[0], mean, &self.rstd)?)]);
+        }
+        let updated = match inputs[0].dtype() {
+            DType::F32 => self.update_in_place::<f32>(&inputs[0], what, g)?,
+            DType::F64 => self.update_in_place::<f64>(&inputs[0], what, g)?,
+            _ => false,
+        };
+        if updated {
+            return Ok(vec![None]);
         }
         let dw = match inputs[0].dtype() {
             DType::F32 => self.run::<f32>(what, g)?,

@@ -98,9 +98,12 @@ pub fn run(mode: Mode, mut args: Args) -> bitgrad::models::Result<()> {
             }
             Mode::Train => {
                 let loss = cross_entropy(&model.forward(&x)?, Target::Hard(&y), 0.0)?;
-                loss.backward()?;
+                // As the trainer does: the WS weights updated inside backward (`ws-sgd`), the
+                // rest by `step`.
+                let mut sgd = sgd.borrow_mut();
+                sgd.update_in_backward(&params, || loss.backward())?;
                 let _g = no_grad();
-                sgd.borrow_mut().step(&params)?;
+                sgd.step(&params)?;
                 bitgrad::ops::sgd::zero_grad(&params);
             }
         }
@@ -219,7 +222,7 @@ fn profile(model: &ResNetV2, x: &Tensor, y: &Tensor, params: &[Tensor], mode: Mo
         let loss = cross_entropy(&model.forward(x)?, Target::Hard(y), 0.0)?;
         phases[0] += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        loss.backward()?;
+        sgd.update_in_backward(params, || loss.backward())?;
         phases[1] += t.elapsed().as_secs_f64();
         let _g = no_grad();
         let t = Instant::now();
@@ -232,7 +235,11 @@ fn profile(model: &ResNetV2, x: &Tensor, y: &Tensor, params: &[Tensor], mode: Mo
     prof::enable(false);
     let per = |s: f64| s / STEPS as f64 * 1e3;
     println!("\nprofile, ms per step (mean of {STEPS}):");
-    for (name, s) in ["forward (+ loss)", "backward", "sgd step", "zero_grad"].iter().zip(phases) {
+    // With `ws-sgd` the WS weights' updates run inside backward (in weight_std's row).
+    let fused = bitgrad::ops::fusion::enabled(bitgrad::ops::fusion::Fusion::WsSgd);
+    let (backward, sgd_step) =
+        if fused { ("backward (+ WS weights' SGD)", "sgd step (the rest)") } else { ("backward", "sgd step") };
+    for (name, s) in ["forward (+ loss)", backward, sgd_step, "zero_grad"].iter().zip(phases) {
         println!("  {name:<28} {:>9.1}", per(s));
     }
     println!("backward by op (calls per step, ms per step):");
