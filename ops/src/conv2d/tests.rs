@@ -445,3 +445,23 @@ fn empty_batch_gives_empty_output_and_zero_weight_gradient() {
     let store = autograd::grad(&y, &Tensor::zeros_like(&y).unwrap()).unwrap();
     assert_eq!(store.get(&w).unwrap().to_vec::<f64>().unwrap(), vec![0.0; 54]);
 }
+
+#[test]
+fn chunks_split_the_batch_evenly_near_the_target() {
+    use super::cpu::even_chunks;
+    // (batch, target, bound) → images per chunk.
+    for (batch, target, bound, want) in [
+        (8, 6, 100, 4),  // 14 × 14 maps at batch 8: 4 + 4, not 6 + 2
+        (8, 2, 100, 2),  // already even
+        (8, 4, 100, 4),  // already even
+        (8, 1, 100, 1),  // one image each
+        (8, 8, 100, 8),  // the whole batch fits the target: one chunk
+        (32, 6, 100, 8), // 4 chunks of 8 (4 × 8 is nearer 6 than 8 × 4 by ratio)
+        (32, 6, 5, 4),   // the column bound caps the size
+        (7, 6, 100, 4),  // no even split of 7: as equal as two chunks allow (4 + 3)
+        (1, 6, 100, 1),
+        (5, 1, 100, 1),
+    ] {
+        assert_eq!(even_chunks(batch, target, bound), want, "batch {batch}, target {target}, bound {bound}");
+    }
+}

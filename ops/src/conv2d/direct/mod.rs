@@ -10,7 +10,8 @@
 //! * input gradient (stride 1): the same computation on the output gradient padded by `(k−1)·d − pad` on
 //!   each side, with the weights transposed (`o` ↔ `c`) and flipped (tap `t` ↔ `T−1−t`).
 //!
-//! * weight gradient (3-wide kernels, any stride): `dw[o][c][kh][kw] = Σ_b Σ_(i,j)
+//! * weight gradient (3-wide kernels; strided ones not at AVX2's level, see
+//!   `strided_weight_grad_direct`): `dw[o][c][kh][kw] = Σ_b Σ_(i,j)
 //!   dy[b][o][i][j] · xp[b][c][i·sh + kh·dh][j·sw + kw·dw]`, vectorised over input channels instead
 //!   (`weight_kernel.rs`), on a channel-blocked padded copy of the input, so it runs on maps of
 //!   any size.
@@ -486,10 +487,26 @@ fn weight_grad_shape_ok(g: &Geom) -> bool {
 /// 76 GFLOP/s for 512→512 at 4×4 on one AVX-512 core).
 const WEIGHT_MIN_PIXELS: usize = 64;
 
+/// Whether the weight gradient of a strided convolution goes direct at `isa`. With AVX2's
+/// 8-lane kernel it does not: every block of 3 output channels streams the whole channel-blocked
+/// copy of the input, of which a stride-2 convolution uses a quarter, and on a Zen 3 EPYC
+/// (2 threads, batch 8) im2col + GEMM was faster on 3 of BiT-R50x1's 4 strided 3×3 shapes —
+/// 128 channels from 56 × 56: 15.0–16.4 against 29.7–37.9 ms; from 28 × 28 with 256 channels:
+/// 13.8 against 20.9 ms; at 128 px 5.8 against 7.0 (256 channels) and 7.9 against 6.8 ms
+/// (128). The wider kernels (more output channels per pass over the input) keep it; they
+/// were not measured against GEMM on strided shapes.
+fn strided_weight_grad_direct(g: &Geom, isa: Isa) -> bool {
+    g.stride == [1, 1] || isa != Isa::Avx2
+}
+
 /// The direct weight gradient `[o][c][kh][kw]`, or `None` when not for the direct path.
 pub(crate) fn weight_grad<T: 'static>(x: &[T], gy: &[T], g: &Geom) -> Option<Vec<T>> {
     let isa = weight_isa(g.c, isa::active())?;
-    if !is_f32::<T>() || !weight_grad_shape_ok(g) || g.oh * g.ow < WEIGHT_MIN_PIXELS {
+    if !is_f32::<T>()
+        || !weight_grad_shape_ok(g)
+        || g.oh * g.ow < WEIGHT_MIN_PIXELS
+        || !strided_weight_grad_direct(g, isa)
+    {
         return None;
     }
     Some(into_t(weight_grad_f32(as_f32(x), as_f32(gy), g, isa)))
