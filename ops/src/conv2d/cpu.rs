@@ -14,7 +14,8 @@
 //! image, the GEMM also writes straight into the output (or input gradient); with several images,
 //! `Y` and `dY` go through a staging matrix `[O, N]` (images side by side), which makes the GEMMs
 //! wide enough to be efficient on late-stage maps of 8×8 or 4×4 pixels. Chunks take images until
-//! they have about `TARGET_COLUMNS` (1024) columns.
+//! they have about `TARGET_COLUMNS` (1024) columns, evened out so that the batch splits into an
+//! even number of equal chunks where it can ([`images_per_chunk`]).
 //!
 //! Threads. Forward and input gradient: with at least as many chunks as threads (BiT's stem and
 //! stages 1–2 at batch 8), chunks run side by side, one per thread, on single-threaded GEMMs;
@@ -98,7 +99,7 @@ pub(crate) fn even_chunks(batch: usize, target: usize, bound: usize) -> usize {
     }
     let off = |nb: usize| (nb.max(target) as f64 / nb.min(target) as f64, nb);
     let even = (target.div_ceil(2)..=(2 * target).min(bound).min(batch))
-        .filter(|&nb| batch % nb == 0 && (batch / nb) % 2 == 0)
+        .filter(|&nb| batch.is_multiple_of(nb) && (batch / nb).is_multiple_of(2))
         .min_by(|&a, &b| off(a).partial_cmp(&off(b)).unwrap_or(std::cmp::Ordering::Equal));
     even.unwrap_or_else(|| batch.div_ceil(batch.div_ceil(target)))
 }
