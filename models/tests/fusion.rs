@@ -155,3 +155,39 @@ fn ws_sgd_updates_the_same_bits_as_the_step_after_backward() {
         assert!(nan.0 == start.0 && nan.1 == start.1, "{device}: a NaN step changed the state");
     }
 }
+
+/// `gn-conv` on and off on the CPU at 64 px (maps of 16 × 16 and 8 × 8, which the direct
+/// kernels take): logits and every parameter gradient bit for bit the same, and the fused run
+/// really ran the fused node.
+#[test]
+fn gn_conv_changes_no_bit() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let x = bitgrad_engine::Tensor::randn(
+        [2, 3, 64, 64],
+        0.0,
+        1.0,
+        bitgrad_engine::DType::F32,
+        Device::Cpu,
+        &mut bitgrad_engine::Rng::new(3),
+    )
+    .unwrap();
+    let y = bitgrad_engine::Tensor::from_vec(vec![1i64, 3], [2], Device::Cpu).unwrap();
+    let run = |fusions: Fusions| {
+        let model = upstream(Device::Cpu);
+        autograd::profile::enable(true);
+        let logits = fusion::with(fusions, || model.forward(&x)).unwrap();
+        cross_entropy(&logits, Target::Hard(&y), 0.0).unwrap().backward().unwrap();
+        let report = autograd::profile::report();
+        autograd::profile::enable(false);
+        let fused = report.iter().find(|r| r.0 == "group_norm_conv2d").map_or(0, |r| r.1);
+        let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+        let grads: Vec<u64> =
+            model.named_parameters().iter().flat_map(|(_, p)| bits(values(&p.grad().unwrap()))).collect();
+        (bits(values(&logits)), grads, fused)
+    };
+    let on = run(Fusions::ALL);
+    let off = run(Fusions::ALL.without(Fusion::GnConv));
+    assert!(on.2 >= 1 && off.2 == 0, "fused nodes: {} on, {} off", on.2, off.2);
+    assert!(on.0 == off.0, "logits differ");
+    assert!(on.1 == off.1, "gradients differ");
+}

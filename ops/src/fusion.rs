@@ -31,10 +31,14 @@ pub enum Fusion {
     /// once while in cache (bit for bit the same weights and buffers). Where training loops
     /// apply it, the update of a step happens during its last backward.
     WsSgd,
+    /// A group norm (+ ReLU) applied as the next convolution copies its input
+    /// (`crate::group_norm_conv2d`) instead of written as a tensor of its own: the normalized
+    /// activation is neither written nor kept for the backward (bit for bit the same results).
+    GnConv,
 }
 
 impl Fusion {
-    pub const ALL: [Fusion; 3] = [Fusion::Residual, Fusion::WsPacking, Fusion::WsSgd];
+    pub const ALL: [Fusion; 4] = [Fusion::Residual, Fusion::WsPacking, Fusion::WsSgd, Fusion::GnConv];
 
     /// Its name in `BITGRAD_FUSE`.
     pub fn name(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Fusion {
             Fusion::Residual => "residual",
             Fusion::WsPacking => "ws-packing",
             Fusion::WsSgd => "ws-sgd",
+            Fusion::GnConv => "gn-conv",
         }
     }
 
@@ -153,8 +158,8 @@ mod tests {
         let e = Fusions::parse("residual,wsx").unwrap_err();
         assert!(e.contains("\"wsx\" is not a fusion") && e.contains("residual"), "{e}");
         assert_eq!(Fusions::NONE.to_string(), "none");
-        assert_eq!(Fusions::ALL.to_string(), "residual, ws-packing, ws-sgd");
-        assert_eq!(Fusions::parse("ws-sgd,ws-packing,residual"), Ok(Fusions::ALL));
+        assert_eq!(Fusions::ALL.to_string(), "residual, ws-packing, ws-sgd, gn-conv");
+        assert_eq!(Fusions::parse("gn-conv,ws-sgd,ws-packing,residual"), Ok(Fusions::ALL));
     }
 
     #[test]

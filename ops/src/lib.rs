@@ -22,6 +22,7 @@ pub(crate) mod format;
 mod format_tests;
 pub mod fusion;
 pub mod group_norm;
+pub mod group_norm_conv2d;
 pub mod linear;
 pub mod pad;
 pub mod pool;

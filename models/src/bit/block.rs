@@ -108,7 +108,11 @@ impl PreActBottleneck {
             None => x.clone(),
         };
         let h = self.conv1.forward(&p)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?)?;
+        // norm2 applied as conv2 reads its input (bitgrad_ops::fusion), or on its own.
+        let h = match self.norm2.as_group_norm().filter(|_| fusion::enabled(Fusion::GnConv)) {
+            Some(gn) => self.conv2.forward_after(&h, gn)?,
+            None => self.conv2.forward(&self.norm2.forward(&h)?)?,
+        };
         let h = self.norm3.forward(&h)?;
         // The shortcut as conv3's initial accumulator (bitgrad_ops::fusion), or a separate add.
         if fusion::enabled(Fusion::Residual) {

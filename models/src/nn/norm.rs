@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bitgrad_engine::Tensor;
 use bitgrad_ops::batch_norm::{batch_norm, RunningStats, BN_EPS, BN_MOMENTUM};
 use bitgrad_ops::group_norm::{group_norm, Activation, BIT_GROUPS, GN_EPS};
+use bitgrad_ops::group_norm_conv2d::GroupNormArgs;
 
 use crate::error::{Error, Result};
 use crate::nn::init::{Fill, Init};
@@ -24,6 +25,11 @@ use crate::nn::module::{join, Module, ParamKind};
 /// A normalization layer followed by a ReLU, on `[N, C, H, W]`.
 pub trait NormLayer: Module + Send + Sync {
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// This layer as a group norm's arguments, when it is one (a convolution that follows can
+    /// then apply it as it reads its input: `bitgrad_ops::group_norm_conv2d`).
+    fn as_group_norm(&self) -> Option<GroupNormArgs<'_>> {
+        None
+    }
 }
 
 /// Builds the norm layers of a model: one per normalized width, under timm-style names.
@@ -175,6 +181,15 @@ impl GroupNormAct {
 impl NormLayer for GroupNormAct {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(group_norm(x, self.groups, Some(&self.weight), Some(&self.bias), self.eps, Activation::Relu)?)
+    }
+    fn as_group_norm(&self) -> Option<GroupNormArgs<'_>> {
+        Some(GroupNormArgs {
+            groups: self.groups,
+            gamma: Some(&self.weight),
+            beta: Some(&self.bias),
+            eps: self.eps,
+            act: Activation::Relu,
+        })
     }
 }
 

@@ -5,6 +5,8 @@
 
 use bitgrad_engine::Tensor;
 use bitgrad_ops::conv2d::Conv2dParams;
+use bitgrad_ops::group_norm::group_norm;
+use bitgrad_ops::group_norm_conv2d::{group_norm_conv2d, GroupNormArgs};
 use bitgrad_ops::std_conv2d::{std_conv2d, std_conv2d_add};
 use bitgrad_ops::weight_std::weight_std;
 
@@ -50,6 +52,17 @@ impl StdConv2d {
     /// weight's gradient in f32).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(std_conv2d(x, &self.weight, self.ws_eps, &self.params)?)
+    }
+
+    /// `forward(act(group_norm(x)))` with the group norm applied as the convolution reads its
+    /// input (`bitgrad_ops::group_norm_conv2d`, the `gn-conv` fusion: bit for bit the same);
+    /// with bf16 activations, the two ops.
+    pub fn forward_after(&self, x: &Tensor, gn: GroupNormArgs<'_>) -> Result<Tensor> {
+        if x.dtype() != self.weight.dtype() {
+            let normalized = group_norm(x, gn.groups, gn.gamma, gn.beta, gn.eps, gn.act)?;
+            return self.forward(&normalized);
+        }
+        Ok(group_norm_conv2d(x, gn, &self.effective_weight()?, &self.params)?)
     }
 
     /// `forward(x) + residual` with the residual as the convolution's initial accumulator (one

@@ -64,8 +64,8 @@
 
 pub(crate) mod bf16_tiles;
 mod columns;
-mod cpu;
-mod direct;
+pub(crate) mod cpu;
+pub(crate) mod direct;
 mod gpu;
 mod matmul;
 pub(crate) mod params;
@@ -208,7 +208,7 @@ fn with_slice<T: FloatElem, R>(t: Option<&Tensor>, f: impl FnOnce(Option<&[T]>) 
 }
 
 /// Shapes, dtypes and devices of a call, checked before any work.
-fn check(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<Geom> {
+pub(crate) fn check(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<Geom> {
     if x.rank() != 4 {
         return Err(Error::invalid("conv2d", format!("input must be 4-d [B, C, H, W], got shape {}", x.shape())));
     }

@@ -88,29 +88,126 @@ crate::multiversion! {
         eps: f64,
         relu: bool,
     ) -> (T, T) {
-        let m = x.len() as f64;
-        // Deviations are taken from the first estimate rounded to T; their mean corrects it.
-        let mean0: T = of_f64(sum(x) / m);
-        let (dev, sq) = sum_dev_sq(x, mean0);
-        let mean = f64_of(mean0) + dev / m;
-        let var = ((sq - dev * dev / m) / m).max(0.0);
-        let rstd = 1.0 / (var + eps).sqrt();
+        let (mean, rstd) = group_stats(x, eps);
         for (ch, (yc, xc)) in y.chunks_mut(s).zip(x.chunks(s)).enumerate() {
-            let g = gamma.map_or(1.0, |g| f64_of(g[ch]));
-            let b = beta.map_or(0.0, |b| f64_of(b[ch]));
-            let scale = rstd * g;
-            let (shift, scale): (T, T) = (of_f64(b - mean * scale), of_f64(scale));
+            let (scale, shift) = channel_affine(mean, rstd, gamma, beta, ch);
             if relu {
                 // A plain loop: in `map1`'s blocks the select becomes per-lane branches.
                 for (o, &v) in yc.iter_mut().zip(xc) {
-                    let t = v * scale + shift;
-                    o.write(if t < T::zero() { T::zero() } else { t });
+                    o.write(affine_relu(v, scale, shift));
                 }
             } else {
                 map1(yc, xc, |v| v * scale + shift);
             }
         }
         (of_f64(mean), of_f64(rstd))
+    }
+}
+
+/// One group's μ and r = 1/sqrt(σ² + ε) in f64: the mean, then the corrected two-pass variance.
+#[inline(always)]
+fn group_stats<T: FloatElem>(x: &[T], eps: f64) -> (f64, f64) {
+    let m = x.len() as f64;
+    // Deviations are taken from the first estimate rounded to T; their mean corrects it.
+    let mean0: T = of_f64(sum(x) / m);
+    let (dev, sq) = sum_dev_sq(x, mean0);
+    let mean = f64_of(mean0) + dev / m;
+    let var = ((sq - dev * dev / m) / m).max(0.0);
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// Channel `ch` of a group as `y = x·scale + shift`: the normalization and the affine folded
+/// into one multiply-add, `(scale, shift)` rounded to T from f64.
+#[inline(always)]
+fn channel_affine<T: FloatElem>(mean: f64, rstd: f64, gamma: Option<&[T]>, beta: Option<&[T]>, ch: usize) -> (T, T) {
+    let g = gamma.map_or(1.0, |g| f64_of(g[ch]));
+    let b = beta.map_or(0.0, |b| f64_of(b[ch]));
+    let scale = rstd * g;
+    (of_f64(scale), of_f64(b - mean * scale))
+}
+
+/// `max(0, v·scale + shift)`, as the forward computes it (two roundings, no fused multiply-add).
+#[inline(always)]
+pub(crate) fn affine_relu<T: FloatElem>(v: T, scale: T, shift: T) -> T {
+    let t = v * scale + shift;
+    if t < T::zero() {
+        T::zero()
+    } else {
+        t
+    }
+}
+
+/// The forward's statistics without its output: μ and r per (n, g) (rounded to T, as saved for
+/// the backward) and each (n, c) channel's `(scale, shift)` (`[N·C]` each), with which
+/// `x·scale + shift` (ReLU'd: [`affine_relu`]) gives [`forward`]'s output bit for bit. For a
+/// consumer that normalizes as it reads (`crate::group_norm_conv2d`).
+pub(crate) fn affine<T: FloatElem>(x: &[T], d: Dims, gamma: Option<&[T]>, beta: Option<&[T]>, eps: f64) -> Affine<T> {
+    super::lanes::level(bitgrad_engine::cpu::isa::Family::GroupNorm);
+    let (m, cg, units) = (d.m(), d.cg(), d.n * d.groups);
+    let mut a = Affine {
+        mean: vec![T::zero(); units],
+        rstd: vec![T::zero(); units],
+        scale: vec![T::zero(); d.n * d.c],
+        shift: vec![T::zero(); d.n * d.c],
+    };
+    if m == 0 {
+        return a;
+    }
+    x.par_chunks(m)
+        .zip(a.mean.par_iter_mut().zip(a.rstd.par_iter_mut()))
+        .zip(a.scale.par_chunks_mut(cg).zip(a.shift.par_chunks_mut(cg)))
+        .enumerate()
+        .with_min_len(min_groups_per_task(m))
+        .for_each(|(u, ((x, (mean, rstd)), (scale, shift)))| {
+            let c0 = (u % d.groups) * cg;
+            let (gamma, beta) = (gamma.map(|g| &g[c0..c0 + cg]), beta.map(|b| &b[c0..c0 + cg]));
+            let (mu, r) = stats_group(x, eps);
+            for ch in 0..cg {
+                (scale[ch], shift[ch]) = channel_affine(mu, r, gamma, beta, ch);
+            }
+            (*mean, *rstd) = (of_f64(mu), of_f64(r));
+        });
+    a
+}
+
+crate::multiversion! {
+    fn stats_group<T: FloatElem>(x: &[T], eps: f64) -> (f64, f64) {
+        group_stats(x, eps)
+    }
+}
+
+/// [`affine`]'s result.
+pub(crate) struct Affine<T> {
+    pub mean: Vec<T>,
+    pub rstd: Vec<T>,
+    pub scale: Vec<T>,
+    pub shift: Vec<T>,
+}
+
+/// `y = act(x·scale + shift)` per (n, c) plane of `s` elements: [`forward`]'s output from
+/// [`affine`]'s scale and shift, bit for bit.
+pub(crate) fn apply<T: FloatElem>(x: &[T], s: usize, scale: &[T], shift: &[T], relu: bool) -> Vec<T> {
+    filled_vec(x.len(), |y| {
+        if s == 0 {
+            return;
+        }
+        y.par_chunks_mut(s)
+            .zip(x.par_chunks(s))
+            .zip(scale.par_iter().zip(shift.par_iter()))
+            .with_min_len(min_groups_per_task(s))
+            .for_each(|((y, x), (&scale, &shift))| apply_plane(y, x, scale, shift, relu));
+    })
+}
+
+crate::multiversion! {
+    fn apply_plane<T: FloatElem>(y: &mut [MaybeUninit<T>], x: &[T], scale: T, shift: T, relu: bool) {
+        if relu {
+            for (o, &v) in y.iter_mut().zip(x) {
+                o.write(affine_relu(v, scale, shift));
+            }
+        } else {
+            map1(y, x, |v| v * scale + shift);
+        }
     }
 }
 

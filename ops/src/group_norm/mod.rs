@@ -37,7 +37,7 @@
 //! **Devices.** On Cuda and Emu the forward and backward run as `kernels/cuda/group_norm.cu`
 //! (`gpu.rs`: one block per (n, g) group, the same formulas and roundings); μ and r stay on the device.
 
-mod cpu;
+pub(crate) mod cpu;
 pub(crate) mod gpu;
 #[cfg(test)]
 pub(crate) mod gpu_tests;
@@ -113,7 +113,7 @@ pub fn group_norm(
 
 /// Validates the arguments and returns the `[N, C, S]` view of the sizes; γ and β must be
 /// `param_dtype` (x's own, or f32 for the mixed-precision path).
-fn check(
+pub(crate) fn check(
     x: &Tensor,
     groups: usize,
     gamma: Option<&Tensor>,

@@ -39,6 +39,8 @@ mod simd;
 mod tests;
 mod weight_kernel;
 
+pub(crate) use pack::PlaneMap;
+
 use std::any::TypeId;
 
 use bitgrad_engine::cpu::isa::{self, Family, Isa};
@@ -233,8 +235,25 @@ pub(crate) fn forward_at(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa:
     eligible(g, isa).then(|| forward_f32(x, w, start, g, isa))
 }
 
+/// Whether the forward of the f32 convolution `g` runs on the direct kernels at the active level.
+pub(crate) fn forward_goes_direct(g: &Geom) -> bool {
+    kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa::active()).is_some_and(|isa| eligible(g, isa))
+}
+
+/// The direct forward of an f32 convolution whose input is first mapped plane by plane (a
+/// group norm, + ReLU, folded into the padded copy: `crate::group_norm_conv2d`), or `None` when
+/// the shape is not for the direct path (the caller then maps the input itself).
+pub(crate) fn forward_mapped(x: &[f32], w: &[f32], map: PlaneMap, g: &Geom) -> Option<Vec<f32>> {
+    let isa = kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa::active())?;
+    eligible(g, isa).then(|| forward_f32_mapped(x, w, Start::bias(None), g, isa, Some(map)))
+}
+
 /// The forward with a given ISA (tests compare levels).
 fn forward_f32(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa: Isa) -> Vec<f32> {
+    forward_f32_mapped(x, w, start, g, isa, None)
+}
+
+fn forward_f32_mapped(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa: Isa, map: Option<PlaneMap>) -> Vec<f32> {
     let s = Shape {
         batch: g.batch,
         cin: g.c,
@@ -249,7 +268,7 @@ fn forward_f32(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa: Isa) -> V
     };
     let (mr, _) = kernel::blocking(isa);
     let panel = pack::weights(g.o, g.c, g.kh * g.kw, mr, |o, c, t| w[(o * g.c + c) * g.kh * g.kw + t]);
-    run(x, &panel, start, &s, isa)
+    run(x, &panel, start, &s, isa, map)
 }
 
 /// Whether the input gradient of `g` can go direct: as the forward, and no side padded by more
@@ -300,7 +319,7 @@ fn input_grad_f32(w: &[f32], gy: &[f32], g: &Geom, isa: Isa) -> Vec<f32> {
     let taps = g.kh * g.kw;
     // Transposed and flipped: the gradient's "weight" [c][o][t] is w[o][c][T−1−t].
     let panel = pack::weights(g.c, g.o, taps, mr, |c, o, t| w[(o * g.c + c) * taps + (taps - 1 - t)]);
-    run(gy, &panel, Start::bias(None), &s, isa)
+    run(gy, &panel, Start::bias(None), &s, isa, None)
 }
 
 /// The pointer to the output, shared by the threads that write disjoint parts of it.
@@ -312,9 +331,9 @@ impl OutPtr {
     }
 }
 
-/// The convolution of `s` on `x` (`[batch, cin, hin, win]`) with the packed `panel`, added to
-/// the residual and the bias of `start`.
-fn run(x: &[f32], panel: &pack::Panel, start: Start<f32>, s: &Shape, isa: Isa) -> Vec<f32> {
+/// The convolution of `s` on `x` (`[batch, cin, hin, win]`, each plane mapped by `map` first
+/// when given) with the packed `panel`, added to the residual and the bias of `start`.
+fn run(x: &[f32], panel: &pack::Panel, start: Start<f32>, s: &Shape, isa: Isa, map: Option<PlaneMap>) -> Vec<f32> {
     isa::record(Family::ConvDirect, isa.min(Family::ConvDirect.top()));
     let (hout, wout) = (s.hout(), s.wout());
     let (mr, lanes) = kernel::blocking(isa);
@@ -329,10 +348,10 @@ fn run(x: &[f32], panel: &pack::Panel, start: Start<f32>, s: &Shape, isa: Isa) -
     }
     // Unpadded stride-1 ("valid") convolutions read the input itself.
     let copy;
-    let padded: &[f32] = if s.pad == [0; 4] && s.stride == [1, 1] {
+    let padded: &[f32] = if s.pad == [0; 4] && s.stride == [1, 1] && map.is_none() {
         x
     } else {
-        copy = pack::phase_planes(x, s.batch * s.cin, s.hin, s.win, s.pad, s.stride);
+        copy = pack::phase_planes(x, s.batch * s.cin, s.hin, s.win, s.pad, s.stride, map);
         &copy
     };
     let plane = s.plane();

@@ -45,10 +45,44 @@ pub(crate) fn weights(
     Panel { data, cin, taps, mr }
 }
 
+/// A per-plane map applied to the input as it is copied: plane `p`'s values become
+/// `v·scale[p] + shift[p]`, ReLU'd when `relu` — a group norm (+ ReLU) folded into the copy
+/// (`crate::group_norm_conv2d`), with the group norm's own arithmetic
+/// (`crate::group_norm::cpu::affine_relu`), so the copy holds its output bit for bit. The
+/// padding stays zero, as when the normalized tensor itself is padded.
+#[derive(Clone, Copy)]
+pub(crate) struct PlaneMap<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub relu: bool,
+}
+
+impl PlaneMap<'_> {
+    /// `src` mapped as plane `p` into `dst`.
+    #[inline(always)]
+    fn copy(&self, p: usize, src: &[f32], dst: &mut [f32]) {
+        let (scale, shift) = (self.scale[p], self.shift[p]);
+        if self.relu {
+            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = crate::group_norm::cpu::affine_relu(v, scale, shift));
+        } else {
+            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift);
+        }
+    }
+    #[inline(always)]
+    fn one(&self, p: usize, v: f32) -> f32 {
+        let (scale, shift) = (self.scale[p], self.shift[p]);
+        if self.relu {
+            crate::group_norm::cpu::affine_relu(v, scale, shift)
+        } else {
+            v * scale + shift
+        }
+    }
+}
+
 /// `planes` planes of `h × w`, zero-padded by `pad` (`[top, bottom, left, right]`) and split
 /// into `sh·sw` phase planes each: padded pixel `(i, j)` goes to phase `(i mod sh, j mod sw)` at
 /// `(i / sh, j / sw)`; phase planes are `ceil(hp / sh) × ceil(wp / sw)`. With stride 1 this is
-/// plain zero padding.
+/// plain zero padding. `map`, when given, is applied to every value copied.
 pub(crate) fn phase_planes(
     x: &[f32],
     planes: usize,
@@ -56,6 +90,7 @@ pub(crate) fn phase_planes(
     w: usize,
     pad: [usize; 4],
     stride: [usize; 2],
+    map: Option<PlaneMap>,
 ) -> Vec<f32> {
     let [sh, sw] = stride;
     let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
@@ -65,12 +100,16 @@ pub(crate) fn phase_planes(
     if per_plane == 0 || h * w == 0 {
         return out;
     }
-    out.par_chunks_mut(per_plane).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
+    out.par_chunks_mut(per_plane).zip(x.par_chunks(h * w)).enumerate().for_each(|(p, (dst, src))| {
         for (i, row) in src.chunks_exact(w).enumerate() {
             let pi = i + pad[0];
             let base = (pi % sh) * sw * hph * wph + (pi / sh) * wph;
             if sw == 1 {
-                dst[base + pad[2]..][..w].copy_from_slice(row);
+                let d = &mut dst[base + pad[2]..][..w];
+                match &map {
+                    Some(m) => m.copy(p, row, d),
+                    None => d.copy_from_slice(row),
+                }
                 continue;
             }
             // Column phase by column phase: the row's every sw-th value from the first column
@@ -85,7 +124,11 @@ pub(crate) fn phase_planes(
                 let n = (w - j0).div_ceil(sw);
                 let d = &mut dst[base + px * hph * wph + (j0 + pad[2]) / sw..][..n];
                 for (k, v) in d.iter_mut().enumerate() {
-                    *v = row[j0 + k * sw];
+                    let x = row[j0 + k * sw];
+                    *v = match &map {
+                        Some(m) => m.one(p, x),
+                        None => x,
+                    };
                 }
             }
         }

@@ -146,7 +146,7 @@ fn phase_planes_follow_their_definition() {
         (2, 1, [0, 0, 1, 1], [2, 2]),
     ] {
         let x: Vec<f32> = (0..2 * h * w).map(|v| v as f32 + 1.0).collect();
-        let got = pack::phase_planes(&x, 2, h, w, pad, stride);
+        let got = pack::phase_planes(&x, 2, h, w, pad, stride, None);
         let [sh, sw] = stride;
         let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
         let (hph, wph) = (hp.div_ceil(sh), wp.div_ceil(sw));
