@@ -16,10 +16,10 @@
 
 use bitgrad_engine::autograd;
 use bitgrad_engine::gpu::test_device;
-use bitgrad_engine::Device;
+use bitgrad_engine::{DType, Device, Rng, Tensor};
 use bitgrad_models::ops::fusion::{self, Fusion, Fusions};
 use bitgrad_models::ops::softmax_xent::{cross_entropy, Target};
-use bitgrad_models::{Module, Precision};
+use bitgrad_models::{Module, Precision, ResNetV2};
 
 mod demo;
 use demo::{batch, l2_rel, upstream, values};
@@ -33,14 +33,20 @@ fn run(device: Device, precision: Precision, fusions: Fusions) -> (Vec<f64>, Vec
     let mut model = upstream(device);
     model.set_precision(precision).unwrap();
     let (x, y) = batch(8, 0, device);
+    profiled(&model, &x, &y, fusions, "add")
+}
+
+/// `model`'s logits on `x`, all parameter gradients of its loss against the labels `y`
+/// (concatenated), and how many `node` ops the backward ran, with `fusions` on.
+fn profiled(model: &ResNetV2, x: &Tensor, y: &Tensor, fusions: Fusions, node: &str) -> (Vec<f64>, Vec<f64>, usize) {
     autograd::profile::enable(true);
-    let logits = fusion::with(fusions, || model.forward(&x)).unwrap();
-    cross_entropy(&logits, Target::Hard(&y), 0.0).unwrap().backward().unwrap();
+    let logits = fusion::with(fusions, || model.forward(x)).unwrap();
+    cross_entropy(&logits, Target::Hard(y), 0.0).unwrap().backward().unwrap();
     let report = autograd::profile::report();
     autograd::profile::enable(false);
-    let adds = report.iter().find(|r| r.0 == "add").map_or(0, |r| r.1);
+    let count = report.iter().find(|r| r.0 == node).map_or(0, |r| r.1);
     let grads = model.named_parameters().iter().flat_map(|(_, p)| values(&p.grad().unwrap())).collect();
-    (values(&logits), grads, adds)
+    (values(&logits), grads, count)
 }
 
 fn on_and_off(device: Device, precision: Precision) {
@@ -115,7 +121,7 @@ fn train_steps(
                 if poison == Some(step) && m == 1 {
                     v[5] = f64::NAN;
                 }
-                let images = bitgrad_engine::Tensor::from_f64_vec(v, x.shape(), x.dtype(), Device::Cpu).unwrap();
+                let images = Tensor::from_f64_vec(v, x.shape(), x.dtype(), Device::Cpu).unwrap();
                 let labels = values(&y).into_iter().map(|l| l as i64).collect();
                 Batch { images, labels, indices: vec![0; 4], position: Position::default() }
             })
@@ -126,7 +132,7 @@ fn train_steps(
         .unwrap();
         applied.push(out.applied);
     }
-    let bits = |t: &bitgrad_engine::Tensor| values(t).into_iter().map(f64::to_bits).collect::<Vec<_>>();
+    let bits = |t: &Tensor| values(t).into_iter().map(f64::to_bits).collect::<Vec<_>>();
     let weights = params.iter().flat_map(bits).collect();
     let buffers = params.iter().flat_map(|p| sgd.momentum_buffer(p).map(bits).unwrap_or_default()).collect();
     (weights, buffers, applied, sgd.updates_in_backward())
@@ -162,28 +168,12 @@ fn ws_sgd_updates_the_same_bits_as_the_step_after_backward() {
 #[test]
 fn gn_conv_changes_no_bit() {
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let x = bitgrad_engine::Tensor::randn(
-        [2, 3, 64, 64],
-        0.0,
-        1.0,
-        bitgrad_engine::DType::F32,
-        Device::Cpu,
-        &mut bitgrad_engine::Rng::new(3),
-    )
-    .unwrap();
-    let y = bitgrad_engine::Tensor::from_vec(vec![1i64, 3], [2], Device::Cpu).unwrap();
-    let run = |fusions: Fusions| {
-        let model = upstream(Device::Cpu);
-        autograd::profile::enable(true);
-        let logits = fusion::with(fusions, || model.forward(&x)).unwrap();
-        cross_entropy(&logits, Target::Hard(&y), 0.0).unwrap().backward().unwrap();
-        let report = autograd::profile::report();
-        autograd::profile::enable(false);
-        let fused = report.iter().find(|r| r.0 == "group_norm_conv2d").map_or(0, |r| r.1);
-        let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
-        let grads: Vec<u64> =
-            model.named_parameters().iter().flat_map(|(_, p)| bits(values(&p.grad().unwrap()))).collect();
-        (bits(values(&logits)), grads, fused)
+    let x = Tensor::randn([2, 3, 64, 64], 0.0, 1.0, DType::F32, Device::Cpu, &mut Rng::new(3)).unwrap();
+    let y = Tensor::from_vec(vec![1i64, 3], [2], Device::Cpu).unwrap();
+    let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+    let run = |fusions| {
+        let (logits, grads, fused) = profiled(&upstream(Device::Cpu), &x, &y, fusions, "group_norm_conv2d");
+        (bits(logits), bits(grads), fused)
     };
     let on = run(Fusions::ALL);
     let off = run(Fusions::ALL.without(Fusion::GnConv));

@@ -103,10 +103,10 @@ fn micro_step_with(
 }
 
 /// One optimiser step over `micro_batches` (exactly `batch_split` of them): accumulate, then
-/// `sgd.step(params)` at `lr` and clear the gradients. With the `ws-sgd` fusion on (the default)
-/// and one process, the weight-standardized convolution weights are updated inside the last
-/// backward instead, bit for bit the same (`bitgrad_ops::sgd::Sgd::update_in_backward`). `mixup` is `Some` when α > 0; `step` keys
-/// its λ and permutations.
+/// `sgd.step(params)` at `lr` and clear the gradients. With the `ws-sgd` fusion on (the
+/// default) and one process, the weight-standardized convolution weights are updated inside
+/// the last backward instead, bit for bit the same (`Sgd::update_in_backward`). `mixup` is
+/// `Some` when α > 0; `step` keys its λ and permutations.
 pub fn accumulate_step(
     model: &ResNetV2,
     params: &[Tensor],

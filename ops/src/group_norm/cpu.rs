@@ -91,14 +91,7 @@ crate::multiversion! {
         let (mean, rstd) = group_stats(x, eps);
         for (ch, (yc, xc)) in y.chunks_mut(s).zip(x.chunks(s)).enumerate() {
             let (scale, shift) = channel_affine(mean, rstd, gamma, beta, ch);
-            if relu {
-                // A plain loop: in `map1`'s blocks the select becomes per-lane branches.
-                for (o, &v) in yc.iter_mut().zip(xc) {
-                    o.write(affine_relu(v, scale, shift));
-                }
-            } else {
-                map1(yc, xc, |v| v * scale + shift);
-            }
+            apply_channel(yc, xc, scale, shift, relu);
         }
         (of_f64(mean), of_f64(rstd))
     }
@@ -201,13 +194,20 @@ pub(crate) fn apply<T: FloatElem>(x: &[T], s: usize, scale: &[T], shift: &[T], r
 
 crate::multiversion! {
     fn apply_plane<T: FloatElem>(y: &mut [MaybeUninit<T>], x: &[T], scale: T, shift: T, relu: bool) {
-        if relu {
-            for (o, &v) in y.iter_mut().zip(x) {
-                o.write(affine_relu(v, scale, shift));
-            }
-        } else {
-            map1(y, x, |v| v * scale + shift);
+        apply_channel(y, x, scale, shift, relu)
+    }
+}
+
+/// One channel's `y = act(x·scale + shift)`.
+#[inline(always)]
+fn apply_channel<T: FloatElem>(y: &mut [MaybeUninit<T>], x: &[T], scale: T, shift: T, relu: bool) {
+    if relu {
+        // A plain loop: in `map1`'s blocks the select becomes per-lane branches.
+        for (o, &v) in y.iter_mut().zip(x) {
+            o.write(affine_relu(v, scale, shift));
         }
+    } else {
+        map1(y, x, |v| v * scale + shift);
     }
 }
 

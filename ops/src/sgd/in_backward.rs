@@ -29,9 +29,9 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use bitgrad_engine::{autograd::is_last_use, Device, FloatElem, Result, Storage, Tensor, TensorId};
+use bitgrad_engine::{autograd::is_last_use, Device, FloatElem, Result, Tensor, TensorId};
 
-use super::{cpu, Sgd};
+use super::{cpu, with_param_and_buffer, Sgd};
 use crate::fusion::{self, Fusion};
 
 /// The optimizer's state while a backward may update its parameters.
@@ -111,13 +111,13 @@ pub(crate) fn is_registered() -> bool {
 /// The row-wise update an op runs for a parameter: `update(w, earlier, buffer, hyper)` must
 /// finish the gradient (adding `earlier`, the gradient of earlier passes, where given) and
 /// apply [`super::cpu::step`]'s arithmetic to `w` and `buffer` (`(buffer, first step)`).
-pub(crate) type Update<'a, T> = dyn FnOnce(&mut [T], Option<&[T]>, Option<(&mut [T], bool)>, &cpu::Hyper<T>) + 'a;
+pub(crate) type Update<'a, T> = dyn Fn(&mut [T], Option<&[T]>, Option<(&mut [T], bool)>, &cpu::Hyper<T>) + 'a;
 
 /// Called from the backward of an op that finishes the gradient of its input `leaf`: runs
 /// `update` on the parameter and returns true when an optimizer registered `leaf` on this thread
 /// and the update may happen here (see the module docs); else false, and the op returns the
 /// gradient as usual.
-pub(crate) fn apply<T: FloatElem>(leaf: &Tensor, update: Box<Update<'_, T>>) -> Result<bool> {
+pub(crate) fn apply<T: FloatElem>(leaf: &Tensor, update: &Update<'_, T>) -> Result<bool> {
     REGISTERED.with(|r| {
         let mut r = r.borrow_mut();
         let Some(reg) = r.as_mut() else { return Ok(false) };
@@ -130,37 +130,16 @@ pub(crate) fn apply<T: FloatElem>(leaf: &Tensor, update: Box<Update<'_, T>>) -> 
             Some(g) => Some(g.contiguous()?),
             None => None,
         };
-        let buffer = reg.buffers.get(&leaf.id());
-        if buffer.is_some_and(|b| !fits(b)) {
+        if reg.buffers.get(&leaf.id()).is_some_and(|b| !fits(b)) {
             return Ok(false);
         }
         let h = cpu::Hyper::<T>::new(reg.lr, reg.momentum, reg.weight_decay, reg.nesterov);
-        let with_earlier = |f: &mut dyn FnMut(Option<&[T]>)| -> Result<()> {
-            match &earlier {
-                Some(e) => e.with_cpu_slice(|e: &[T]| f(Some(e))),
-                None => {
-                    f(None);
-                    Ok(())
-                }
-            }
-        };
-        let mut update = Some(update);
-        let mut run = |w: &mut [T], e: Option<&[T]>, b: Option<(&mut [T], bool)>| {
-            if let Some(u) = update.take() {
-                u(w, e, b, &h)
-            }
-        };
-        if reg.momentum == 0.0 {
-            leaf.with_cpu_slice_mut(|w: &mut [T]| with_earlier(&mut |e| run(&mut *w, e, None)))??;
-        } else if let Some(buf) = buffer {
-            leaf.with_cpu_slice_mut(|w: &mut [T]| {
-                buf.with_cpu_slice_mut(|b: &mut [T]| with_earlier(&mut |e| run(&mut *w, e, Some((&mut *b, false)))))?
-            })??;
-        } else {
-            // The parameter's first step: the buffer starts as its (decayed) gradient.
-            let mut b = vec![T::zero(); leaf.numel()];
-            leaf.with_cpu_slice_mut(|w: &mut [T]| with_earlier(&mut |e| run(&mut *w, e, Some((&mut b, true)))))??;
-            reg.buffers.insert(leaf.id(), Tensor::from_storage(Storage::Cpu(T::into_storage(b)), leaf.shape()));
+        let (buffers, momentum) = (&mut reg.buffers, reg.momentum);
+        match &earlier {
+            Some(e) => e.with_cpu_slice(|e: &[T]| {
+                with_param_and_buffer(buffers, momentum, leaf, |w, b| update(w, Some(e), b, &h))
+            })??,
+            None => with_param_and_buffer(buffers, momentum, leaf, |w, b| update(w, None, b, &h))?,
         }
         // The earlier passes' part is in the update now.
         leaf.zero_grad();

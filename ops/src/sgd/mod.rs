@@ -73,6 +73,32 @@ pub struct Sgd {
     updated_in_backward: usize,
 }
 
+/// Runs `f(w, buffer)` on the elements of the CPU parameter `p` (in place) and its momentum
+/// buffer from `buffers`: none without momentum, `(buffer, false)` when it has one, and on its
+/// first step a new buffer `(zeros, true)` — the update starts it as the (decayed) gradient —
+/// which is kept in `buffers` afterwards.
+fn with_param_and_buffer<T: FloatElem>(
+    buffers: &mut HashMap<TensorId, Tensor>,
+    momentum: f64,
+    p: &Tensor,
+    f: impl FnOnce(&mut [T], Option<(&mut [T], bool)>),
+) -> Result<()> {
+    if momentum == 0.0 {
+        return p.with_cpu_slice_mut(|w: &mut [T]| f(w, None));
+    }
+    match buffers.get(&p.id()) {
+        Some(buf) => {
+            p.with_cpu_slice_mut(|w: &mut [T]| buf.with_cpu_slice_mut(|b: &mut [T]| f(w, Some((b, false)))))?
+        }
+        None => {
+            let mut b = vec![T::zero(); p.numel()];
+            p.with_cpu_slice_mut(|w: &mut [T]| f(w, Some((&mut b, true))))?;
+            buffers.insert(p.id(), Tensor::from_storage(Storage::Cpu(T::into_storage(b)), p.shape()));
+            Ok(())
+        }
+    }
+}
+
 /// Clears the `.grad()` of every parameter.
 pub fn zero_grad(params: &[Tensor]) {
     params.iter().for_each(Tensor::zero_grad);
@@ -221,24 +247,9 @@ impl Sgd {
 
     fn update_typed<T: FloatElem>(&mut self, p: &Tensor, g: &Tensor) -> Result<()> {
         let h = cpu::Hyper::<T>::new(self.lr, self.momentum, self.weight_decay, self.nesterov);
-        if self.momentum == 0.0 {
-            return p.with_cpu_slice_mut(|w: &mut [T]| g.with_cpu_slice(|g: &[T]| cpu::step(w, g, None, &h)))?;
-        }
-        match self.buffers.get(&p.id()) {
-            Some(buf) => p.with_cpu_slice_mut(|w: &mut [T]| {
-                buf.with_cpu_slice_mut(|b: &mut [T]| g.with_cpu_slice(|g: &[T]| cpu::step(w, g, Some((b, false)), &h)))?
-            })??,
-            None => {
-                // The first step of this parameter: the buffer starts as the (decayed) gradient.
-                let mut b = vec![T::zero(); p.numel()];
-                p.with_cpu_slice_mut(|w: &mut [T]| {
-                    g.with_cpu_slice(|g: &[T]| cpu::step(w, g, Some((&mut b, true)), &h))
-                })??;
-                let buf = Tensor::from_storage(Storage::Cpu(T::into_storage(b)), p.shape());
-                self.buffers.insert(p.id(), buf);
-            }
-        }
-        Ok(())
+        g.with_cpu_slice(|g: &[T]| {
+            with_param_and_buffer(&mut self.buffers, self.momentum, p, |w, buf| cpu::step(w, g, buf, &h))
+        })?
     }
 
     /// Clears the `.grad()` of every parameter.

@@ -98,29 +98,23 @@ struct WeightStdBackward {
 }
 
 impl WeightStdBackward {
-    /// The `ws-sgd` fusion: true when a registered optimizer updated the weight `w` row by row
-    /// here (`crate::sgd::in_backward`), so no gradient goes back to it.
-    fn update_in_place<T: FloatElem>(&self, w: &Tensor, what: &Tensor, g: &Tensor) -> Result<bool> {
-        if !crate::sgd::in_backward::is_registered() {
-            return Ok(false);
-        }
+    /// ∂w, or `None` when a registered optimizer took it: the `ws-sgd` fusion
+    /// (`crate::sgd::in_backward`) updates the weight `w` row by row here instead.
+    fn run<T: FloatElem>(&self, w: &Tensor, what: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let (g, what) = (g.contiguous()?, what.contiguous()?);
         let rstd = self.rstd.to_vec::<T>()?;
         g.with_cpu_slice(|gs: &[T]| {
             what.with_cpu_slice(|ws: &[T]| {
-                crate::sgd::in_backward::apply::<T>(
-                    w,
-                    Box::new(|w, earlier, buf, h| cpu::backward_sgd((gs, ws, &rstd), w, earlier, buf, h)),
-                )
+                let fused = crate::sgd::in_backward::is_registered()
+                    && crate::sgd::in_backward::apply::<T>(w, &|w, earlier, buf, h| {
+                        cpu::backward_sgd((gs, ws, &rstd), w, earlier, buf, h)
+                    })?;
+                if fused {
+                    return Ok(None);
+                }
+                Tensor::from_vec(cpu::backward(gs, ws, &rstd), g.shape(), Device::Cpu).map(Some)
             })
         })??
-    }
-
-    fn run<T: FloatElem>(&self, what: &Tensor, g: &Tensor) -> Result<Tensor> {
-        let (g, what) = (g.contiguous()?, what.contiguous()?);
-        let rstd = self.rstd.to_vec::<T>()?;
-        let dw = g.with_cpu_slice(|gs| what.with_cpu_slice(|ws| cpu::backward(gs, ws, &rstd)))??;
-        Tensor::from_vec(dw, g.shape(), Device::Cpu)
     }
 }
 
@@ -134,19 +128,11 @@ impl BackwardOp for WeightStdBackward {
             // GPU devices (the forward saved μ there); inputs[0] is the contiguous weight.
             return Ok(vec![Some(gpu::backward(&g.contiguous()?, &inputs[0], mean, &self.rstd)?)]);
         }
-        let updated = match inputs[0].dtype() {
-            DType::F32 => self.update_in_place::<f32>(&inputs[0], what, g)?,
-            DType::F64 => self.update_in_place::<f64>(&inputs[0], what, g)?,
-            _ => false,
-        };
-        if updated {
-            return Ok(vec![None]);
-        }
         let dw = match inputs[0].dtype() {
-            DType::F32 => self.run::<f32>(what, g)?,
-            DType::F64 => self.run::<f64>(what, g)?,
+            DType::F32 => self.run::<f32>(&inputs[0], what, g)?,
+            DType::F64 => self.run::<f64>(&inputs[0], what, g)?,
             dtype => return Err(Error::UnsupportedDType { op: "weight_std backward", dtype }),
         };
-        Ok(vec![Some(dw)])
+        Ok(vec![dw])
     }
 }
