@@ -5,7 +5,8 @@
 # neon and scalar; group norm, WS, SGD, elementwise, pooling) and the GPU emulator against the
 # CPU twins. `--all` also builds every other crate's library and binaries for aarch64 and runs
 # the timm and PyTorch parity tests (the models end to end) under qemu.
-# scripts/test.sh calls it without `--all` (to stay within CI's time); it also runs alone.
+# scripts/test.sh calls it without `--all` (to stay within CI's time), in the background beside
+# its other sections; it also runs alone.
 #
 # The toolchain comes from Debian 12, as root: rustc-web 1.96 with its aarch64 standard library
 # (multiarch package libstd-rust-web-dev:arm64; the rustup toolchain has no aarch64 std and
@@ -24,6 +25,11 @@ std_dir=$("$RUSTC_AARCH64" --print target-libdir --target aarch64-unknown-linux-
 [ -n "$std_dir" ] && [ -d "$std_dir" ] || need+=(rustc-web libstd-rust-web-dev:arm64)
 command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+# scripts/test.sh installs them itself (in the background, with its other packages) and asks first.
+if [ "${1:-}" = --missing-packages ]; then
+    echo "${need[@]}"
+    exit 0
+fi
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} (apt, arm64 multiarch)"
     dpkg --add-architecture arm64
@@ -38,6 +44,10 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static -D warnings"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64
 export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++ CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+# The workspace crates at opt-level 1 (their dependencies stay at 2, Cargo.toml): half a minute
+# less to compile on 2 cores, and the same time under qemu, whose run is spent in the
+# dependencies' and the references' loops.
+export CARGO_PROFILE_TEST_OPT_LEVEL=1
 TARGET=(--target aarch64-unknown-linux-gnu)
 
 echo "-- the engine's and the ops' unit tests under qemu-aarch64 (at neon, the detected level)"

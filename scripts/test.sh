@@ -17,6 +17,47 @@ export REQUIRE_NVRTC=1
 # runs in the workspace test run below, where a missing tool fails instead of skipping.
 export BITGRAD_REQUIRE_SASS=1
 
+# Debian packages and the aarch64 run, in the background from the start: the later sections need
+# OpenMPI and libclang (data-parallel tests), jq, xz and strip (the GPU bundle), and the aarch64
+# run Debian's rustc-web, its arm64 standard library, the cross compilers and qemu-user. Their
+# downloads and the aarch64 cross build (its own compiler and target dir) fill the cores where the
+# main build runs one crate at a time; on a 2-core machine this takes minutes off the run.
+# apt.status holds apt's exit code once the install is over; aarch64.log the aarch64 run's output.
+CI_TMP=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$CI_TMP"' EXIT
+x86_pkgs=()
+for tool in jq xz strip; do command -v "$tool" >/dev/null || { x86_pkgs+=(jq xz-utils binutils); break; }; done
+if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ldconfig -p | grep 'libclang[-.0-9]*\.so' >/dev/null; then
+    x86_pkgs+=(openmpi-bin libopenmpi-dev libclang-dev)
+fi
+arm_pkgs=($(scripts/test-aarch64.sh --missing-packages))
+(
+    set +e
+    status=0
+    if [ $(( ${#x86_pkgs[@]} + ${#arm_pkgs[@]} )) -gt 0 ]; then
+        echo "installing ${x86_pkgs[*]} ${arm_pkgs[*]} (apt)"
+        [ ${#arm_pkgs[@]} -eq 0 ] || dpkg --add-architecture arm64 || status=$?
+        [ $status -ne 0 ] || apt-get update -qq || status=$?
+        [ $status -ne 0 ] || [ ${#x86_pkgs[@]} -eq 0 ] \
+            || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${x86_pkgs[@]}" >/dev/null || status=$?
+        [ $status -ne 0 ] || [ ${#arm_pkgs[@]} -eq 0 ] \
+            || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${arm_pkgs[@]}" >/dev/null \
+            || status=$?
+    fi
+    echo "$status" >"$CI_TMP/apt.status"
+    [ "$status" -eq 0 ] && scripts/test-aarch64.sh
+) >"$CI_TMP/aarch64.log" 2>&1 &
+aarch64_pid=$!
+# Waits for the background install (the sections that need its packages call it).
+packages_installed() {
+    while [ ! -s "$CI_TMP/apt.status" ]; do sleep 2; done
+    if [ "$(cat "$CI_TMP/apt.status")" != 0 ]; then
+        cat "$CI_TMP/aarch64.log"
+        echo "the apt install failed" >&2
+        exit 1
+    fi
+}
+
 section "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -89,36 +130,33 @@ section "the built-in fine-tuning demonstration (the README's main command, test
 section "the GPU bundle: packed size (≤ 64 MiB) and gpu-check.sh --dry-run (docs/gpu-runs.md)"
 # From the test build above (no new compilation): the archive a GPU machine takes, then every
 # step of the GPU check through the CUDA shim at tiny sizes (PyTorch on the CPU when installed).
-for tool in jq xz strip; do
-    if ! command -v "$tool" >/dev/null; then
-        section "installing jq, xz-utils and binutils (apt; the bundle script needs them)"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq xz-utils binutils >/dev/null
-        break
-    fi
-done
+packages_installed
 scripts/gpu-bundle.sh --profile test
 OUT="${CARGO_TARGET_DIR:-target}/gpu-check-dry-run" scripts/gpu-check.sh --dry-run
 # The unpacked bundle and the archive are only for this check: give their disk back.
 rm -rf gpu-bundle gpu-bundle.tar.xz
 
-section "data-parallel training under mpirun (OpenMPI through rsmpi; docs/distributed.md)"
-# The `mpi` feature needs OpenMPI (mpirun, mpicc and the headers) and libclang (rsmpi's bindgen).
-# Installed once as root from Debian's packages, skipped when present. The --workspace test
-# build with the features rebuilds the engine, ops, models and the CLI once; tests/dist_mpi.rs runs the
-# tiny model under `mpirun --allow-run-as-root --oversubscribe -np 2` and `-np 4`. The same build
-# has the `nccl` feature (cudarc loads NCCL at run time: no library needed to build), whose
-# errors without NCCL and without a GPU tests/dist_nccl.rs checks.
-if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ldconfig -p | grep 'libclang[-.0-9]*\.so' >/dev/null; then
-    section "installing OpenMPI and libclang (apt)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev libclang-dev >/dev/null
-fi
-# One test at a time: each starts up to 4 ranks on 2 cores.
-cargo test --quiet --workspace --features mpi,nccl --test dist_mpi --test dist_nccl -- --test-threads=1
+section "data-parallel training under mpirun (OpenMPI through rsmpi; docs/distributed.md): the build"
+# The `mpi` feature needs OpenMPI (mpirun, mpicc and the headers) and libclang (rsmpi's bindgen),
+# installed in the background above. The --workspace test build with the features rebuilds
+# rsmpi, bitgrad-models and the CLI. The same build has the `nccl` feature (cudarc loads NCCL at
+# run time: no library needed to build), whose errors without NCCL and without a GPU
+# tests/dist_nccl.rs checks.
+packages_installed
+MPI_TESTS=(--workspace --features mpi,nccl --test dist_mpi --test dist_nccl)
+cargo test --quiet "${MPI_TESTS[@]}" --no-run
 
-section "aarch64: the engine's and ops' unit tests cross-built and run under qemu-user (scripts/test-aarch64.sh)"
+section "aarch64: the engine's and ops' unit tests cross-built and run under qemu-user (scripts/test-aarch64.sh, in the background since the start)"
 # The NEON micro-kernels of the direct convolution, and every other CPU kernel, on the other
-# architecture bitgrad supports; Debian's cross toolchain and qemu, installed once.
-scripts/test-aarch64.sh
+# architecture bitgrad supports.
+aarch64_status=0
+wait "$aarch64_pid" || aarch64_status=$?
+cat "$CI_TMP/aarch64.log"
+[ "$aarch64_status" -eq 0 ] || { echo "the aarch64 run failed (exit $aarch64_status)" >&2; exit 1; }
+
+section "data-parallel training under mpirun: the runs"
+# tests/dist_mpi.rs runs the tiny model under `mpirun --allow-run-as-root --oversubscribe -np 2`
+# and `-np 4`, after the aarch64 run: the ranks wait on each other with timeouts and should have
+# the cores to themselves. One test at a time: each starts up to 4 ranks on 2 cores.
+cargo test --quiet "${MPI_TESTS[@]}" -- --test-threads=1
 section "done"
