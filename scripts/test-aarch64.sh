@@ -5,8 +5,7 @@
 # neon and scalar; group norm, WS, SGD, elementwise, pooling) and the GPU emulator against the
 # CPU twins. `--all` also builds every other crate's library and binaries for aarch64 and runs
 # the timm and PyTorch parity tests (the models end to end) under qemu.
-# scripts/test.sh calls it without `--all` (to stay within CI's time), in the background beside
-# its other sections; it also runs alone.
+# scripts/test.sh calls it without `--all` (to stay within CI's time); it also runs alone.
 #
 # The toolchain comes from Debian 12, as root: rustc-web 1.96 with its aarch64 standard library
 # (multiarch package libstd-rust-web-dev:arm64; the rustup toolchain has no aarch64 std and
