@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 # 30 minutes on a 2-core machine).
 section() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
 
+# Incremental compilation off (unless the caller sets it): CI builds from a clean clone, where
+# incremental mode only adds work (its dependency graph and query caches, written for a rebuild
+# that never comes). Set CARGO_INCREMENTAL=1 to keep it for repeated local runs.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # NVRTC 13.0 for the kernel build check (engine/tests/nvrtc_build.rs) and the CUDA shim runs,
 # pinned: a newer NVRTC emits PTX a CUDA 13.0 driver cannot load. See docs/cuda-toolchain.md.
 source scripts/nvrtc-env.sh
