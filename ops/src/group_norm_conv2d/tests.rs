@@ -84,6 +84,27 @@ fn fused_gives_the_unfused_output_and_gradients_bit_for_bit() {
     }
 }
 
+/// The fused op's forward (statistics per (n, g), the mapped copy per plane) and its backward
+/// give the same bits on 1, 2 and 3 threads, on a shape with more tasks than threads.
+#[test]
+fn thread_count_does_not_change_the_fused_results() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for c in [
+        case([4, 32, 20, 20], 32, 3, 1, 8, true, Activation::Relu),
+        case([3, 16, 32, 32], 16, 3, 2, 4, true, Activation::Relu),
+    ] {
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| run(&c, true, DType::F32))
+        };
+        let (one, nodes) = on(1);
+        assert_eq!(nodes, 1, "{:?}: the fused node ran", c.x);
+        for threads in [2, 3] {
+            assert!(on(threads).0 == one, "{:?}: {threads} threads differ from 1", c.x);
+        }
+    }
+}
+
 #[test]
 fn shapes_the_direct_kernels_do_not_take_fall_back_to_the_two_ops() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -140,3 +140,31 @@ fn bad_hyper_parameters_and_nested_registrations_are_errors() {
     fusion::with(Fusions::ALL, || sgd.update_in_backward(&params, || net.loss(&x).backward())).unwrap();
     assert!(sgd.momentum_buffer(&net.w1).is_some(), "the first step's buffer is the optimizer's");
 }
+
+/// WS's fused backward updates the weight rows in parallel tasks: on 1, 2 and 3 threads the
+/// weights and momentum buffers come out with the same bits (two steps, momentum and Nesterov).
+#[test]
+fn thread_count_does_not_change_the_fused_update() {
+    let mut rng = Rng::new(3);
+    let w0 = Tensor::randn([256, 64, 3, 3], 0.0, 0.5, DType::F32, CPU, &mut rng).unwrap();
+    let r = Tensor::randn([256, 64, 3, 3], 0.0, 1.0, DType::F32, CPU, &mut rng).unwrap();
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let w = w0.mul_scalar(1.0).unwrap().requires_grad_(true);
+            let mut sgd = Sgd::new(0.05, 0.9, 1e-3, true).unwrap();
+            for _ in 0..2 {
+                let loss = weight_std(&w, WS_EPS_BIT).unwrap().mul(&r).unwrap().sum_all().unwrap();
+                fusion::with(Fusions::ALL, || sgd.update_in_backward(std::slice::from_ref(&w), || loss.backward()))
+                    .unwrap();
+                assert!(w.grad().is_none(), "{threads} threads: the update ran inside backward");
+            }
+            (bits(&w), bits(sgd.momentum_buffer(&w).unwrap()))
+        })
+    };
+    let one = on(1);
+    assert_ne!(one.0, bits(&w0), "the weights moved");
+    for threads in [2, 3] {
+        assert!(on(threads) == one, "{threads} threads differ from 1");
+    }
+}
