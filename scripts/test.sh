@@ -38,20 +38,22 @@ if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ldconfig
     x86_pkgs+=(openmpi-bin libopenmpi-dev libclang-dev)
 fi
 read -r -a arm_pkgs <<<"$(scripts/test-aarch64.sh --missing-packages)"
+install_packages() {
+    [ $((${#x86_pkgs[@]} + ${#arm_pkgs[@]})) -gt 0 ] || return 0
+    echo "installing ${x86_pkgs[*]} ${arm_pkgs[*]} (apt)"
+    if [ ${#arm_pkgs[@]} -gt 0 ]; then dpkg --add-architecture arm64 || return; fi
+    apt-get update -qq || return
+    if [ ${#x86_pkgs[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${x86_pkgs[@]}" >/dev/null || return
+    fi
+    if [ ${#arm_pkgs[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${arm_pkgs[@]}" >/dev/null
+    fi
+}
 (
     set +e
-    status=0
-    if [ $(( ${#x86_pkgs[@]} + ${#arm_pkgs[@]} )) -gt 0 ]; then
-        echo "installing ${x86_pkgs[*]} ${arm_pkgs[*]} (apt)"
-        [ ${#arm_pkgs[@]} -eq 0 ] || dpkg --add-architecture arm64 || status=$?
-        [ $status -ne 0 ] || apt-get update -qq || status=$?
-        [ $status -ne 0 ] || [ ${#x86_pkgs[@]} -eq 0 ] \
-            || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${x86_pkgs[@]}" >/dev/null || status=$?
-        [ $status -ne 0 ] || [ ${#arm_pkgs[@]} -eq 0 ] \
-            || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${arm_pkgs[@]}" >/dev/null \
-            || status=$?
-    fi
-    echo "$status" >"$CI_TMP/apt.status"
+    install_packages
+    echo $? >"$CI_TMP/apt.status"
 ) >"$CI_TMP/apt.log" 2>&1 &
 # Waits for the background install (the sections that need its packages call it).
 packages_installed() {
