@@ -31,6 +31,10 @@
 //! is computed by one thread in a fixed order (see `kernel.rs`), so results do not depend on the
 //! thread count.
 
+mod blocked;
+mod blocked_kernel;
+#[cfg(test)]
+mod blocked_tests;
 mod kernel;
 mod pack;
 mod peak;
@@ -84,6 +88,40 @@ struct Shape {
 }
 
 impl Shape {
+    /// The forward of `g`.
+    fn forward(g: &Geom) -> Shape {
+        Shape {
+            batch: g.batch,
+            cin: g.c,
+            hin: g.h,
+            win: g.w,
+            cout: g.o,
+            kh: g.kh,
+            kw: g.kw,
+            dil: g.dilation,
+            pad: g.pad,
+            stride: g.stride,
+        }
+    }
+    /// The input gradient of `g` at stride 1 as a forward: the output gradient padded by
+    /// `(k−1)·d − pad` on each side (see [`input_grad_shape_ok`]), `o` and `c` swapped.
+    fn input_grad(g: &Geom) -> Shape {
+        let (rh, rw) = ((g.kh - 1) * g.dilation[0], (g.kw - 1) * g.dilation[1]);
+        let s = Shape {
+            batch: g.batch,
+            cin: g.o,
+            hin: g.oh,
+            win: g.ow,
+            cout: g.c,
+            kh: g.kh,
+            kw: g.kw,
+            dil: g.dilation,
+            pad: [rh - g.pad[0], rh - g.pad[1], rw - g.pad[2], rw - g.pad[3]],
+            stride: [1, 1],
+        };
+        debug_assert_eq!((s.hout(), s.wout()), (g.h, g.w));
+        s
+    }
     fn hp(&self) -> usize {
         self.hin + self.pad[0] + self.pad[1]
     }
@@ -218,32 +256,37 @@ fn into_t<T: 'static>(v: Vec<f32>) -> Vec<T> {
 /// The direct forward (on top of the bias and the residual in `start`), or `None` when this
 /// convolution (or dtype) is not for the direct path.
 pub(crate) fn forward<T: 'static>(x: &[T], w: &[T], start: Start<T>, g: &Geom) -> Option<Vec<T>> {
-    let isa = kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa::active())?;
-    if !is_f32::<T>() || !eligible(g, isa) {
+    if !is_f32::<T>() {
         return None;
     }
     let start = Start { bias: start.bias.map(as_f32), residual: start.residual.map(as_f32) };
-    let y = forward_f32(as_f32(x), as_f32(w), start, g, isa);
-    Some(into_t(y))
+    forward_at(as_f32(x), as_f32(w), start, g, isa::active()).map(into_t)
 }
 
 /// The direct forward at level `isa` (or the level its kernel choice falls back to), `None`
 /// where the shape would not run direct there.
-#[cfg(test)]
+/// (The channel-blocked kernels where they apply, else the row-vector ones.)
 pub(crate) fn forward_at(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa: Isa) -> Option<Vec<f32>> {
+    if blocked::eligible(g, g.c) {
+        return Some(blocked::forward(x, w, start, g, isa, None));
+    }
     let isa = kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa)?;
     eligible(g, isa).then(|| forward_f32(x, w, start, g, isa))
 }
 
 /// Whether the forward of the f32 convolution `g` runs on the direct kernels at the active level.
 pub(crate) fn forward_goes_direct(g: &Geom) -> bool {
-    kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa::active()).is_some_and(|isa| eligible(g, isa))
+    (blocked::eligible(g, g.c))
+        || kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa::active()).is_some_and(|isa| eligible(g, isa))
 }
 
 /// The direct forward of an f32 convolution whose input is first mapped plane by plane (a
 /// group norm, + ReLU, folded into the padded copy: `crate::group_norm_conv2d`), or `None` when
 /// the shape is not for the direct path (the caller then maps the input itself).
 pub(crate) fn forward_mapped(x: &[f32], w: &[f32], map: PlaneMap, g: &Geom) -> Option<Vec<f32>> {
+    if blocked::eligible(g, g.c) {
+        return Some(blocked::forward(x, w, Start::bias(None), g, isa::active(), Some(map)));
+    }
     let isa = kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa::active())?;
     eligible(g, isa).then(|| forward_f32_mapped(x, w, Start::bias(None), g, isa, Some(map)))
 }
@@ -254,18 +297,7 @@ fn forward_f32(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa: Isa) -> V
 }
 
 fn forward_f32_mapped(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa: Isa, map: Option<PlaneMap>) -> Vec<f32> {
-    let s = Shape {
-        batch: g.batch,
-        cin: g.c,
-        hin: g.h,
-        win: g.w,
-        cout: g.o,
-        kh: g.kh,
-        kw: g.kw,
-        dil: g.dilation,
-        pad: g.pad,
-        stride: g.stride,
-    };
+    let s = Shape::forward(g);
     let (mr, _) = kernel::blocking(isa);
     let panel = pack::weights(g.o, g.c, g.kh * g.kw, mr, |o, c, t| w[(o * g.c + c) * g.kh * g.kw + t]);
     run(x, &panel, start, &s, isa, map)
@@ -293,6 +325,9 @@ fn input_grad_shape_ok(g: &Geom) -> bool {
 
 /// The direct input gradient, or `None` when not for the direct path.
 pub(crate) fn input_grad<T: 'static>(w: &[T], gy: &[T], g: &Geom) -> Option<Vec<T>> {
+    if is_f32::<T>() && direct_enabled() && input_grad_shape_ok(g) && blocked::eligible(g, g.o) {
+        return Some(into_t(blocked::input_grad(as_f32(w), as_f32(gy), g, isa::active())));
+    }
     let isa = kernel_isa(g.h, g.w, input_grad_pitch(g), [1, 1], isa::active())?;
     if !is_f32::<T>() || !input_grad_eligible(g, isa) {
         return None;
@@ -301,20 +336,7 @@ pub(crate) fn input_grad<T: 'static>(w: &[T], gy: &[T], g: &Geom) -> Option<Vec<
 }
 
 fn input_grad_f32(w: &[f32], gy: &[f32], g: &Geom, isa: Isa) -> Vec<f32> {
-    let (rh, rw) = ((g.kh - 1) * g.dilation[0], (g.kw - 1) * g.dilation[1]);
-    let s = Shape {
-        batch: g.batch,
-        cin: g.o,
-        hin: g.oh,
-        win: g.ow,
-        cout: g.c,
-        kh: g.kh,
-        kw: g.kw,
-        dil: g.dilation,
-        pad: [rh - g.pad[0], rh - g.pad[1], rw - g.pad[2], rw - g.pad[3]],
-        stride: [1, 1],
-    };
-    debug_assert_eq!((s.hout(), s.wout()), (g.h, g.w));
+    let s = Shape::input_grad(g);
     let (mr, _) = kernel::blocking(isa);
     let taps = g.kh * g.kw;
     // Transposed and flipped: the gradient's "weight" [c][o][t] is w[o][c][T−1−t].

@@ -69,7 +69,7 @@ impl PlaneMap<'_> {
         }
     }
     #[inline(always)]
-    fn one(&self, p: usize, v: f32) -> f32 {
+    pub(crate) fn one(&self, p: usize, v: f32) -> f32 {
         let (scale, shift) = (self.scale[p], self.shift[p]);
         if self.relu {
             crate::group_norm::cpu::affine_relu(v, scale, shift)
@@ -148,23 +148,58 @@ pub(crate) fn channel_blocked(
     lanes: usize,
 ) -> Vec<f32> {
     let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
+    let mut out = vec![0.0f32; batch * c.div_ceil(lanes) * hp * wp * lanes];
+    channel_blocked_into(&mut out, x, batch, c, h, w, pad, lanes, None);
+    out
+}
+
+/// [`channel_blocked`] with `map` applied to each plane's values (the padding stays zero),
+/// written into `dst` (`batch · ⌈c/lanes⌉ · hp · wp · lanes` values, each one written: the
+/// caller may pass an uninitialised scratch buffer).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn channel_blocked_into(
+    dst: &mut [f32],
+    x: &[f32],
+    batch: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    pad: [usize; 4],
+    lanes: usize,
+    map: Option<PlaneMap>,
+) {
+    let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
     let blocks = c.div_ceil(lanes);
     let block_len = hp * wp * lanes;
-    let mut out = vec![0.0f32; batch * blocks * block_len];
+    assert_eq!(dst.len(), batch * blocks * block_len, "channel_blocked_into: destination size");
     if block_len == 0 {
-        return out;
+        return;
     }
-    out.par_chunks_mut(block_len).enumerate().for_each(|(bi, dst)| {
+    dst.par_chunks_mut(block_len).enumerate().for_each(|(bi, dst)| {
         let (b, cb) = (bi / blocks, bi % blocks);
-        for l in 0..lanes.min(c - cb * lanes) {
-            let plane = &x[(b * c + cb * lanes + l) * h * w..][..h * w];
-            for (i, row) in plane.chunks_exact(w.max(1)).enumerate().take(h) {
-                let base = ((i + pad[0]) * wp + pad[2]) * lanes + l;
-                for (j, &v) in row.iter().enumerate() {
-                    dst[base + j * lanes] = v;
+        let (top, rest) = dst.split_at_mut(pad[0] * wp * lanes);
+        top.fill(0.0);
+        let (body, bottom) = rest.split_at_mut(h * wp * lanes);
+        bottom.fill(0.0);
+        let real = lanes.min(c - cb * lanes);
+        // Row by row, so that the destination row (wp·lanes values) stays in L1 while the
+        // block's planes are interleaved into it.
+        for (i, drow) in body.chunks_exact_mut(wp * lanes).enumerate() {
+            drow[..pad[2] * lanes].fill(0.0);
+            drow[(pad[2] + w) * lanes..].fill(0.0);
+            let drow = &mut drow[pad[2] * lanes..][..w * lanes];
+            if real < lanes {
+                drow.fill(0.0);
+            }
+            for l in 0..real {
+                let p = b * c + cb * lanes + l;
+                let row = &x[(p * h + i) * w..][..w];
+                let cells = drow.chunks_exact_mut(lanes).zip(row);
+                match &map {
+                    Some(m) => cells.for_each(|(d, &v)| d[l] = m.one(p, v)),
+                    None => cells.for_each(|(d, &v)| d[l] = v),
                 }
             }
         }
     });
-    out
 }
