@@ -30,7 +30,7 @@ pub(crate) fn eligible(g: &Geom, cin: usize) -> bool {
     enabled() && g.groups == 1 && g.kh * g.kw > 1 && super::lane_use(cin, CI) >= super::MIN_CHANNEL_LANE_USE
 }
 
-fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| {
         super::direct_enabled() && std::env::var("BITGRAD_CONV_BLOCKED").map_or(true, |v| v.trim() != "0")
@@ -108,31 +108,19 @@ fn run<'w>(
                         cbs,
                         taps: &tap_offsets,
                         step: s.stride[1] * CI,
+                        ci_stride: 1,
                         w: panel[ob * panel_len..][..panel_len].as_ptr(),
                         out: sums.as_mut_ptr(),
                     };
                     // SAFETY: pixel (i, j0 + p) with tap (kh, kw) reads padded row
                     // i·sh + kh·dh < hp and column (j0 + p)·sw + kw·dw < wp of each channel
                     // block of image b, all inside `img`; the panel holds cbs·taps·CI·ocb
-                    // values; `sums` holds r·ocb ≤ MAX_SUMS.
+                    // values; `sums` holds MAX_SUMS = ocb·PITCH.
                     unsafe { kernel::run(isa, r, &t) };
-                    for c in 0..ocb.min(s.cout - oc0) {
-                        let o = oc0 + c;
-                        let at = ((b * s.cout + o) * oh + i) * ow + j0;
-                        let bias = start.bias.map_or(0.0, |bs| bs[o]);
-                        // SAFETY: elements (b, o, i, j0..j0 + r) of the output, written only by
-                        // this item (image b, channel block ob, row i).
-                        let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(at), r) };
-                        let col = sums[c..].iter().step_by(ocb);
-                        match start.residual {
-                            Some(res) => {
-                                for ((d, &s), &v) in row.iter_mut().zip(col).zip(&res[at..at + r]) {
-                                    *d = (v + bias) + s;
-                                }
-                            }
-                            None => row.iter_mut().zip(col).for_each(|(d, &s)| *d = bias + s),
-                        }
-                    }
+                    let at = |o: usize| ((b * s.cout + o) * oh + i) * ow + j0;
+                    // SAFETY: elements (b, o, i, j0..j0 + r) of the output, written only by this
+                    // item (image b, channel block ob, row i).
+                    unsafe { store_sums(&dst, &sums, r, oc0..(oc0 + ocb).min(s.cout), at, start) };
                 }
             }
         });
@@ -140,9 +128,40 @@ fn run<'w>(
     out
 }
 
+/// Writes a tile's sums (`r` pixels of `ocb` channels, channel-major, `PITCH` apart) to output
+/// channels `ocs`,
+/// channel `o`'s `r` pixels from element `at(o)` of the output, on top of the residual and bias.
+///
+/// # Safety
+/// `at(o) .. at(o) + r` must lie in the output for every `o` in `ocs`, and no other thread may
+/// touch those elements meanwhile.
+pub(crate) unsafe fn store_sums(
+    dst: &OutPtr,
+    sums: &[f32],
+    r: usize,
+    ocs: std::ops::Range<usize>,
+    at: impl Fn(usize) -> usize,
+    start: Start<f32>,
+) {
+    for (c, o) in ocs.enumerate() {
+        let at = at(o);
+        let bias = start.bias.map_or(0.0, |bs| bs[o]);
+        let row = std::slice::from_raw_parts_mut(dst.get().add(at), r);
+        let col = &sums[c * kernel::PITCH..][..r];
+        match start.residual {
+            Some(res) => {
+                for ((d, &s), &v) in row.iter_mut().zip(col).zip(&res[at..at + r]) {
+                    *d = (v + bias) + s;
+                }
+            }
+            None => row.iter_mut().zip(col).for_each(|(d, &s)| *d = bias + s),
+        }
+    }
+}
+
 /// `(first column, pixels)` of each tile of an output row `ow` wide, at most `rmax` pixels per
 /// tile, as even as possible (56 → 4 × 14, 32 → 11 + 11 + 10).
-fn row_chunks(ow: usize, rmax: usize) -> Vec<(usize, usize)> {
+pub(crate) fn row_chunks(ow: usize, rmax: usize) -> Vec<(usize, usize)> {
     let n = ow.div_ceil(rmax).max(1);
     let (base, extra) = (ow / n, ow % n);
     let mut j = 0;

@@ -36,16 +36,22 @@ pub(crate) struct Tile<'a> {
     pub cbs: usize,
     /// Element offset of each tap from a pixel's position.
     pub taps: &'a [isize],
-    /// Elements between the tile's consecutive output pixels (`stride · CI`).
+    /// Elements between the tile's consecutive output pixels (`stride · CI` in the packed
+    /// input).
     pub step: usize,
+    /// Elements between consecutive channels of a block (1 in the packed input).
+    pub ci_stride: usize,
     /// The weight panel `[cbs][taps][CI][2·LANES]`.
     pub w: *const f32,
-    /// Where the `R × 2·LANES` sums go, pixel-major.
+    /// Where the sums go, channel-major: output channel `j`'s pixels from `out[j·PITCH]`.
     pub out: *mut f32,
 }
 
-/// The most sums one tile writes (AVX-512's 14 pixels × 32 channels).
-pub(crate) const MAX_SUMS: usize = 14 * 32;
+/// Elements between output channels in a tile's sums (its pixels, at most 14, then unused).
+pub(crate) const PITCH: usize = 16;
+
+/// The size of a tile's sums: `PITCH` per output channel, 32 channels at most.
+pub(crate) const MAX_SUMS: usize = 32 * PITCH;
 
 /// Output channels per tile (two vectors) and the most pixels per tile, for `isa`.
 pub(crate) fn blocking(isa: Isa) -> (usize, usize) {
@@ -60,8 +66,9 @@ pub(crate) fn blocking(isa: Isa) -> (usize, usize) {
 /// Runs one tile of `r` pixels (1 ≤ r ≤ the ISA's most).
 ///
 /// # Safety
-/// `t.x` must be valid for every read `cb·cb_stride + tap + p·step + i` (`p < r`, `i < CI`),
-/// `t.w` for `cbs·taps·CI·2·LANES` values and `t.out` for `r·2·LANES` writes.
+/// `t.x` must be valid for every read `cb·cb_stride + tap + p·step + i·ci_stride` (`p < r`,
+/// `i < CI`),
+/// `t.w` for `cbs·taps·CI·2·LANES` values and `t.out` for `2·LANES·PITCH` writes.
 pub(crate) unsafe fn run(isa: Isa, r: usize, t: &Tile) {
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -77,9 +84,11 @@ pub(crate) unsafe fn run(isa: Isa, r: usize, t: &Tile) {
 macro_rules! dispatch {
     ($s:ty, $r:expr, $t:expr, [$($n:literal)*]) => {
         match ($r, $t.step) {
-            // The common strides as constants: the broadcasts then address `x + constant`.
-            $(($n, CI) => body::<$s, $n, 1>($t),)*
-            $(($n, _) if $t.step == 2 * CI => body::<$s, $n, 2>($t),)*
+            // The common pixel steps as constants, so that the broadcasts address `x + constant`:
+            // the packed input at strides 1 and 2, and an NCHW image read in place (`pointwise.rs`).
+            $(($n, CI) => body::<$s, $n, CI>($t),)*
+            $(($n, _) if $t.step == 2 * CI => body::<$s, $n, { 2 * CI }>($t),)*
+            $(($n, 1) => body::<$s, $n, 1>($t),)*
             $(($n, _) => body::<$s, $n, 0>($t),)*
             _ => unreachable!("tile of {} pixels", $r),
         }
@@ -108,31 +117,36 @@ unsafe fn scalar(r: usize, t: &Tile) {
     dispatch!(Scalar, r, t, [1 2 3 4 5 6])
 }
 
-/// The tile body for `R` pixels `SW` columns apart (0: `t.step` elements apart).
+/// The tile body for `R` pixels `STEP` elements apart (0: `t.step` elements apart).
 #[inline(always)]
-unsafe fn body<S: Simd, const R: usize, const SW: usize>(t: &Tile) {
+unsafe fn body<S: Simd, const R: usize, const STEP: usize>(t: &Tile) {
     let l = S::LANES;
-    let step = if SW == 0 { t.step } else { SW * CI };
+    let step = if STEP == 0 { t.step } else { STEP };
     let mut acc = [[S::zero(); 2]; R];
     let mut w = t.w;
     for cb in 0..t.cbs {
         let xc = t.x.add(cb * t.cb_stride);
         for &off in t.taps {
-            let xt = xc.offset(off);
-            for i in 0..CI {
+            let mut xi = xc.offset(off);
+            for _ in 0..CI {
                 let w0 = S::load(w, l);
                 let w1 = S::load(w.add(l), l);
                 w = w.add(2 * l);
                 for (p, a) in acc.iter_mut().enumerate() {
-                    let b = S::splat(*xt.add(p * step + i));
+                    let b = S::splat(*xi.add(p * step));
                     a[0] = S::fma(b, w0, a[0]);
                     a[1] = S::fma(b, w1, a[1]);
                 }
+                xi = xi.add(t.ci_stride);
             }
         }
     }
-    for (p, a) in acc.iter().enumerate() {
-        S::store(t.out.add(p * 2 * l), a[0], l);
-        S::store(t.out.add(p * 2 * l + l), a[1], l);
+    // Channel-major: output channel `v·LANES + k`'s pixels from `out[(v·LANES + k)·16]`.
+    for v in 0..2 {
+        let mut rows = [S::zero(); R];
+        for (row, a) in rows.iter_mut().zip(&acc) {
+            *row = a[v];
+        }
+        S::store_transposed(&rows, t.out.add(v * l * PITCH));
     }
 }

@@ -4,8 +4,8 @@ use bitgrad_engine::cpu::isa::Isa;
 
 use super::super::tests::{abs, assert_close, dense, naive_forward, naive_grads, randn, Case};
 use super::super::Conv2dParams;
-use super::blocked;
 use super::*;
+use super::{blocked, pointwise};
 
 fn to32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&v| v as f32).collect()
@@ -160,6 +160,93 @@ fn blocked_results_do_not_depend_on_the_thread_count() {
             for threads in [2, 3, 5] {
                 assert!(run(threads) == one, "{isa} {case:?}: {threads} threads differ from 1");
             }
+        }
+    }
+}
+
+/// 1×1 shapes for the pointwise kernel: 16 and 48 channels (one and three blocks), output
+/// channels below, at and above a block (32 at AVX-512, 16 at AVX2), pixel runs shorter than a
+/// tile, split into several tiles and into several groups, batch 1 and 3.
+fn pointwise_cases() -> Vec<Case> {
+    vec![
+        dense([2, 16, 3, 3], 5, 1, Conv2dParams::default(), true),
+        dense([1, 48, 7, 9], 32, 1, Conv2dParams::default(), false),
+        dense([3, 32, 5, 11], 40, 1, Conv2dParams::default(), true),
+        dense([1, 16, 1, 1], 70, 1, Conv2dParams::default(), false),
+        dense([2, 512, 4, 5], 16, 1, Conv2dParams::default(), true),
+        dense([1, 16, 40, 70], 3, 1, Conv2dParams::default(), false),
+    ]
+}
+
+#[test]
+fn the_pointwise_kernel_matches_the_plain_loops_at_every_isa() {
+    for isa in Isa::available() {
+        for (i, case) in pointwise_cases().iter().enumerate() {
+            let g = case.geom();
+            assert!(pointwise::shape_ok(&g, g.c), "case {i} meant to fit");
+            let d = data(case, 200 + 10 * i as u64);
+            let bias = case.bias.then_some(&d.b[..]);
+            let what = format!("{isa} pointwise case {i} {case:?}");
+            let residual = (i % 2 == 0).then_some(&d.r[..]);
+            let (b32, r32) = (bias.map(to32), residual.map(to32));
+            let start = Start { bias: b32.as_deref(), residual: r32.as_deref() };
+            let y = pointwise::forward(&to32(&d.x), &to32(&d.w), start, &g, isa);
+            let mut want = naive_forward(&d.x, &d.w, bias, &g);
+            let mut scale = naive_forward(&abs(&d.x), &abs(&d.w), bias.map(abs).as_deref(), &g);
+            if let Some(r) = residual {
+                want.iter_mut().zip(r).for_each(|(w, r)| *w += r);
+                scale.iter_mut().zip(r).for_each(|(s, r)| *s += r.abs());
+            }
+            assert_close(&to64(&y), &want, &scale, 1e-6, &format!("{what}: forward"));
+            if pointwise::shape_ok(&g, g.o) {
+                let dx = pointwise::input_grad(&to32(&d.w), &to32(&d.gy), &g, isa);
+                let (want_dx, _, _) = naive_grads(&d.x, &d.w, &d.gy, &g);
+                let (scale_dx, _, _) = naive_grads(&abs(&d.x), &abs(&d.w), &abs(&d.gy), &g);
+                assert_close(&to64(&dx), &want_dx, &scale_dx, 1e-6, &format!("{what}: input gradient"));
+            }
+        }
+    }
+}
+
+#[test]
+fn pointwise_takes_long_whole_block_reductions_only() {
+    let long = dense([1, 512, 7, 7], 64, 1, Conv2dParams::default(), false).geom();
+    assert!(pointwise::eligible(&long, long.c) && !pointwise::eligible(&long, long.o));
+    let partial = dense([1, 520, 7, 7], 64, 1, Conv2dParams::default(), false).geom();
+    assert!(!pointwise::shape_ok(&partial, partial.c), "a partial channel block would read past the input");
+    let strided = dense([1, 512, 8, 8], 64, 1, Conv2dParams::new(2, 0), false).geom();
+    assert!(!pointwise::shape_ok(&strided, strided.c));
+    let padded = dense([1, 512, 8, 8], 64, 1, Conv2dParams::new(1, 1), false).geom();
+    assert!(!pointwise::shape_ok(&padded, padded.c));
+    // The public paths take it: the forward of `long`, and the input gradient of its mirror.
+    let case = dense([1, 512, 3, 5], 16, 1, Conv2dParams::default(), true);
+    let d = data(&case, 300);
+    let (x, w, b) = (to32(&d.x), to32(&d.w), to32(&d.b));
+    let y = forward(&x, &w, Start::bias(Some(&b)), &case.geom()).expect("direct");
+    assert!(y == pointwise::forward(&x, &w, Start::bias(Some(&b)), &case.geom(), isa::active()));
+    let mirror = dense([1, 16, 3, 5], 512, 1, Conv2dParams::default(), false);
+    let (wm, gy) = (to32(&randn(&mirror.w_dims(), 301)), to32(&randn(&[1, 512, 3, 5], 302)));
+    let dx = input_grad(&wm, &gy, &mirror.geom()).expect("direct");
+    assert!(dx == pointwise::input_grad(&wm, &gy, &mirror.geom(), isa::active()));
+}
+
+#[test]
+fn pointwise_results_do_not_depend_on_the_thread_count() {
+    let case = dense([3, 48, 9, 13], 80, 1, Conv2dParams::default(), true);
+    let g = case.geom();
+    let d = data(&case, 400);
+    let (x, w, b, gy) = (to32(&d.x), to32(&d.w), to32(&d.b), to32(&d.gy));
+    for isa in Isa::available() {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let y = pointwise::forward(&x, &w, Start::bias(Some(&b)), &g, isa);
+                (y, pointwise::input_grad(&w, &gy, &g, isa))
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3, 5] {
+            assert!(run(threads) == one, "{isa}: {threads} threads differ from 1");
         }
     }
 }

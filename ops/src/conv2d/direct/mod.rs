@@ -38,6 +38,7 @@ mod blocked_tests;
 mod kernel;
 mod pack;
 mod peak;
+mod pointwise;
 mod simd;
 #[cfg(test)]
 mod tests;
@@ -267,6 +268,9 @@ pub(crate) fn forward<T: 'static>(x: &[T], w: &[T], start: Start<T>, g: &Geom) -
 /// where the shape would not run direct there.
 /// (The channel-blocked kernels where they apply, else the row-vector ones.)
 pub(crate) fn forward_at(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa: Isa) -> Option<Vec<f32>> {
+    if pointwise::eligible(g, g.c) {
+        return Some(pointwise::forward(x, w, start, g, isa));
+    }
     if blocked::eligible(g, g.c) {
         return Some(blocked::forward(x, w, start, g, isa, None));
     }
@@ -325,6 +329,9 @@ fn input_grad_shape_ok(g: &Geom) -> bool {
 
 /// The direct input gradient, or `None` when not for the direct path.
 pub(crate) fn input_grad<T: 'static>(w: &[T], gy: &[T], g: &Geom) -> Option<Vec<T>> {
+    if is_f32::<T>() && pointwise::eligible(g, g.o) {
+        return Some(into_t(pointwise::input_grad(as_f32(w), as_f32(gy), g, isa::active())));
+    }
     if is_f32::<T>() && direct_enabled() && input_grad_shape_ok(g) && blocked::eligible(g, g.o) {
         return Some(into_t(blocked::input_grad(as_f32(w), as_f32(gy), g, isa::active())));
     }

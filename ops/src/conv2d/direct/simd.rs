@@ -25,6 +25,20 @@ pub(crate) trait Simd: Copy {
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     /// Writes the first `len` lanes to `p`.
     unsafe fn store(p: *mut f32, v: Self::V, len: usize);
+    /// Stores `rows` (at most 16) transposed: lane `k` of `rows[p]` to `out[k·16 + p]`, for
+    /// every `k < LANES` (what the channel-blocked kernel needs to hand its pixel-major tile
+    /// back as runs of pixels per channel). Lanes `p ≥ rows.len()` of each run are left as
+    /// they were, or zero.
+    #[inline(always)]
+    unsafe fn store_transposed(rows: &[Self::V], out: *mut f32) {
+        let mut lanes = [0.0f32; 16];
+        for (p, &v) in rows.iter().enumerate() {
+            Self::store(lanes.as_mut_ptr(), v, Self::LANES);
+            for (k, &x) in lanes.iter().enumerate().take(Self::LANES) {
+                *out.add(k * 16 + p) = x;
+            }
+        }
+    }
 }
 
 /// Plain Rust, 8 lanes.
@@ -160,6 +174,40 @@ mod x86 {
                 _mm512_storeu_ps(p, v)
             } else {
                 _mm512_mask_storeu_ps(p, ((1u32 << len) - 1) as __mmask16, v)
+            }
+        }
+        /// A 16 × 16 transpose in registers (rows past `rows.len()` zero): 32-bit, then 64-bit
+        /// interleaves within 128-bit lanes, then two rounds of 128-bit lane shuffles.
+        #[inline(always)]
+        unsafe fn store_transposed(rows: &[__m512], out: *mut f32) {
+            // Plain loops, no closures: intrinsics inline only into this `target_feature` context.
+            let mut r = [_mm512_setzero_ps(); 16];
+            r[..rows.len()].copy_from_slice(rows);
+            // t[2i] = a0 b0 a1 b1 | a4 b4 a5 b5 | …, t[2i+1] = a2 b2 a3 b3 | … (a, b = rows 2i, 2i+1).
+            let mut t = [_mm512_setzero_ps(); 16];
+            for i in 0..8 {
+                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            // u[4i+k]: rows 4i..4i+3 of columns k, k+4, k+8, k+12 (one per 128-bit lane).
+            let mut u = [_mm512_setzero_ps(); 16];
+            for i in 0..4 {
+                let (a0, a1) = (_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 1]));
+                let (b0, b1) = (_mm512_castps_pd(t[4 * i + 2]), _mm512_castps_pd(t[4 * i + 3]));
+                u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, b0));
+                u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, b0));
+                u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, b1));
+                u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, b1));
+            }
+            for k in 0..4 {
+                let v0 = _mm512_shuffle_f32x4::<0x44>(u[k], u[4 + k]);
+                let v1 = _mm512_shuffle_f32x4::<0xEE>(u[k], u[4 + k]);
+                let w0 = _mm512_shuffle_f32x4::<0x44>(u[8 + k], u[12 + k]);
+                let w1 = _mm512_shuffle_f32x4::<0xEE>(u[8 + k], u[12 + k]);
+                _mm512_storeu_ps(out.add(k * 16), _mm512_shuffle_f32x4::<0x88>(v0, w0));
+                _mm512_storeu_ps(out.add((k + 4) * 16), _mm512_shuffle_f32x4::<0xDD>(v0, w0));
+                _mm512_storeu_ps(out.add((k + 8) * 16), _mm512_shuffle_f32x4::<0x88>(v1, w1));
+                _mm512_storeu_ps(out.add((k + 12) * 16), _mm512_shuffle_f32x4::<0xDD>(v1, w1));
             }
         }
     }
