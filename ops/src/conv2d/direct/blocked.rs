@@ -98,10 +98,10 @@ fn run<'w>(
             let (b, rest) = (item / (obs * parts), item % (obs * parts));
             let (ob, part) = (rest / parts, rest % parts);
             let oc0 = ob * ocb;
-            let mut sums = [0.0f32; kernel::MAX_SUMS];
             let img = &packed[b * image_len..][..image_len];
             for i in part * rows_per..((part + 1) * rows_per).min(oh) {
                 for &(j0, r) in &chunks {
+                    let at = ((b * s.cout + oc0) * oh + i) * ow + j0;
                     let t = kernel::Tile {
                         x: img[((i * s.stride[0]) * wp + j0 * s.stride[1]) * CI..].as_ptr(),
                         cb_stride: hp * wp * CI,
@@ -110,53 +110,25 @@ fn run<'w>(
                         step: s.stride[1] * CI,
                         ci_stride: 1,
                         w: panel[ob * panel_len..][..panel_len].as_ptr(),
-                        out: sums.as_mut_ptr(),
+                        out: dst.get().wrapping_add(at),
+                        ldo: oh * ow,
+                        ocs: ocb.min(s.cout - oc0),
+                        bias: start.bias.map_or(std::ptr::null(), |bs| bs[oc0..].as_ptr()),
+                        residual: start.residual.map_or(std::ptr::null(), |res| res[at..].as_ptr()),
                     };
                     // SAFETY: pixel (i, j0 + p) with tap (kh, kw) reads padded row
                     // i·sh + kh·dh < hp and column (j0 + p)·sw + kw·dw < wp of each channel
                     // block of image b, all inside `img`; the panel holds cbs·taps·CI·ocb
-                    // values; `sums` holds MAX_SUMS = ocb·PITCH.
+                    // values; the tile writes (and reads of the residual, shaped as the output)
+                    // elements (b, oc0 + j, i, j0 + p) for j < ocs, p < r: inside the output,
+                    // and written only by this item (image b, channel block ob, row i); the
+                    // bias has cout ≥ oc0 + ocs values.
                     unsafe { kernel::run(isa, r, &t) };
-                    let at = |o: usize| ((b * s.cout + o) * oh + i) * ow + j0;
-                    // SAFETY: elements (b, o, i, j0..j0 + r) of the output, written only by this
-                    // item (image b, channel block ob, row i).
-                    unsafe { store_sums(&dst, &sums, r, oc0..(oc0 + ocb).min(s.cout), at, start) };
                 }
             }
         });
     });
     out
-}
-
-/// Writes a tile's sums (`r` pixels of `ocb` channels, channel-major, `PITCH` apart) to output
-/// channels `ocs`,
-/// channel `o`'s `r` pixels from element `at(o)` of the output, on top of the residual and bias.
-///
-/// # Safety
-/// `at(o) .. at(o) + r` must lie in the output for every `o` in `ocs`, and no other thread may
-/// touch those elements meanwhile.
-pub(crate) unsafe fn store_sums(
-    dst: &OutPtr,
-    sums: &[f32],
-    r: usize,
-    ocs: std::ops::Range<usize>,
-    at: impl Fn(usize) -> usize,
-    start: Start<f32>,
-) {
-    for (c, o) in ocs.enumerate() {
-        let at = at(o);
-        let bias = start.bias.map_or(0.0, |bs| bs[o]);
-        let row = std::slice::from_raw_parts_mut(dst.get().add(at), r);
-        let col = &sums[c * kernel::PITCH..][..r];
-        match start.residual {
-            Some(res) => {
-                for ((d, &s), &v) in row.iter_mut().zip(col).zip(&res[at..at + r]) {
-                    *d = (v + bias) + s;
-                }
-            }
-            None => row.iter_mut().zip(col).for_each(|(d, &s)| *d = bias + s),
-        }
-    }
 }
 
 /// `(first column, pixels)` of each tile of an output row `ow` wide, at most `rmax` pixels per

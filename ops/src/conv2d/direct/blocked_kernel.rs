@@ -43,15 +43,21 @@ pub(crate) struct Tile<'a> {
     pub ci_stride: usize,
     /// The weight panel `[cbs][taps][CI][2·LANES]`.
     pub w: *const f32,
-    /// Where the sums go, channel-major: output channel `j`'s pixels from `out[j·PITCH]`.
+    /// The output at the tile's first output channel and pixel: channel `j`'s `r` pixels are
+    /// `out[j·ldo ..]`.
     pub out: *mut f32,
+    /// Elements between output channels.
+    pub ldo: usize,
+    /// Output channels that exist (≤ 2·LANES; the panel's other columns are zero).
+    pub ocs: usize,
+    /// The bias of the tile's first output channel on, or null.
+    pub bias: *const f32,
+    /// The residual, laid out as the output (at the same element), or null.
+    pub residual: *const f32,
 }
 
-/// Elements between output channels in a tile's sums (its pixels, at most 14, then unused).
-pub(crate) const PITCH: usize = 16;
-
-/// The size of a tile's sums: `PITCH` per output channel, 32 channels at most.
-pub(crate) const MAX_SUMS: usize = 32 * PITCH;
+/// Elements between output channels in the transposed sums (a tile's pixels, at most 14).
+const PITCH: usize = 16;
 
 /// Output channels per tile (two vectors) and the most pixels per tile, for `isa`.
 pub(crate) fn blocking(isa: Isa) -> (usize, usize) {
@@ -68,7 +74,8 @@ pub(crate) fn blocking(isa: Isa) -> (usize, usize) {
 /// # Safety
 /// `t.x` must be valid for every read `cb·cb_stride + tap + p·step + i·ci_stride` (`p < r`,
 /// `i < CI`),
-/// `t.w` for `cbs·taps·CI·2·LANES` values and `t.out` for `2·LANES·PITCH` writes.
+/// `t.w` for `cbs·taps·CI·2·LANES` values; `t.out` (and `t.residual`, unless null) for
+/// `j·ldo + p` (`j < ocs`, `p < r`), and `t.bias` (unless null) for `ocs` values.
 pub(crate) unsafe fn run(isa: Isa, r: usize, t: &Tile) {
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -121,6 +128,30 @@ unsafe fn scalar(r: usize, t: &Tile) {
 #[inline(always)]
 unsafe fn body<S: Simd, const R: usize, const STEP: usize>(t: &Tile) {
     let l = S::LANES;
+    let acc = reduce::<S, R, STEP>(t);
+    // Transposed to channel-major in registers (one run of pixels per output channel), then
+    // each channel written in one masked store: `(residual + bias) + sum`, or `bias + sum`.
+    let mut sums = [0.0f32; 16 * PITCH];
+    for v in 0..2 {
+        let mut rows = [S::zero(); R];
+        for (row, a) in rows.iter_mut().zip(&acc) {
+            *row = a[v];
+        }
+        S::store_transposed(&rows, sums.as_mut_ptr());
+        for k in 0..l.min(t.ocs.saturating_sub(v * l)) {
+            let j = v * l + k;
+            let bias = S::splat(if t.bias.is_null() { 0.0 } else { *t.bias.add(j) });
+            let base = if t.residual.is_null() { bias } else { S::add(S::load(t.residual.add(j * t.ldo), R), bias) };
+            S::store(t.out.add(j * t.ldo), S::add(base, S::load(sums.as_ptr().add(k * PITCH), R)), R);
+        }
+    }
+}
+
+/// The sums of one tile. The accumulators are returned by value: kept in a variable the
+/// epilogue also indexes, they were stored to the stack after every multiply-add.
+#[inline(always)]
+unsafe fn reduce<S: Simd, const R: usize, const STEP: usize>(t: &Tile) -> [[S::V; 2]; R] {
+    let l = S::LANES;
     let step = if STEP == 0 { t.step } else { STEP };
     let mut acc = [[S::zero(); 2]; R];
     let mut w = t.w;
@@ -141,12 +172,5 @@ unsafe fn body<S: Simd, const R: usize, const STEP: usize>(t: &Tile) {
             }
         }
     }
-    // Channel-major: output channel `v·LANES + k`'s pixels from `out[(v·LANES + k)·16]`.
-    for v in 0..2 {
-        let mut rows = [S::zero(); R];
-        for (row, a) in rows.iter_mut().zip(&acc) {
-            *row = a[v];
-        }
-        S::store_transposed(&rows, t.out.add(v * l * PITCH));
-    }
+    acc
 }

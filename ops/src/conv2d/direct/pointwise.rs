@@ -16,7 +16,7 @@
 use bitgrad_engine::cpu::isa::{self, Family, Isa};
 use rayon::prelude::*;
 
-use super::blocked::{row_chunks, store_sums};
+use super::blocked::row_chunks;
 use super::blocked_kernel::{self as kernel, CI};
 use super::OutPtr;
 use crate::conv2d::cpu::Start;
@@ -27,14 +27,15 @@ use crate::conv2d::workspace::with_scratch;
 const GROUP_BYTES: usize = 128 << 10;
 
 /// The least reduction length (input channels of the forward, output channels of the input
-/// gradient) for which the pointwise kernel is used. Each tile writes its 14 × 32 sums once
-/// (transposed, then one short run per channel), so shorter sums leave that cost and the
-/// stepping between the channel runs exposed: on the Zen 4 EPYC (2 threads, batch 8, 224 px)
-/// `gemm` stayed ahead below 512 channels (64 → 256 at 56 px: 142 against 93 GFLOP/s;
-/// 128 → 512 at 28 px: 155 against 142), was level at 512 (165–171 against 168–169) and
-/// behind from 1024 (1024 → 256 at 14 px: 173 against 195; the input gradient of 256 → 1024
-/// at 14 px: 176 against 204; of 512 → 2048 at 7 px: 153 against 201).
-const MIN_REDUCTION: usize = 512;
+/// gradient) for which the pointwise kernel is used. Each tile's work is proportional to it,
+/// while its epilogue (a transpose and one store per output channel) and the stepping between
+/// channel runs are not. On the Zen 4 EPYC (2 threads, batch 8, 224 px; GFLOP/s, pointwise
+/// against `gemm`, two alternating runs each): 64 channels lost (64 → 256 at 56 px forward
+/// 110–116 against 133–139), 128 were level (128 → 512 at 28 px forward 139–154 against
+/// 147–152), 256 won or were level (the input gradient of 64 → 256 at 56 px 154–158 against
+/// 124–132; of 1024 → 256 at 14 px 172–185 against 133–141), longer ones won (1024 → 256 at
+/// 14 px forward 189–199 against 149–171).
+const MIN_REDUCTION: usize = 256;
 
 /// Whether the pointwise kernel takes `g` with `cin` channels on the reduction side: a 1×1
 /// kernel, stride 1, no padding, one group, whole blocks of 16 channels (a partial block would
@@ -120,10 +121,10 @@ fn run(
         (0..batch * groups).into_par_iter().for_each(|item| {
             let (b, gi) = (item / groups, item % groups);
             let img = &x[b * cin * pixels..][..cin * pixels];
-            let mut sums = [0.0f32; kernel::MAX_SUMS];
             for ob in 0..obs {
                 let oc0 = ob * ocb;
                 for &(p0, r) in &tiles[gi * group..((gi + 1) * group).min(tiles.len())] {
+                    let at = (b * cout + oc0) * pixels + p0;
                     let t = kernel::Tile {
                         x: img[p0..].as_ptr(),
                         cb_stride: CI * pixels,
@@ -132,16 +133,18 @@ fn run(
                         step: 1,
                         ci_stride: pixels,
                         w: panel[ob * panel_len..][..panel_len].as_ptr(),
-                        out: sums.as_mut_ptr(),
+                        out: dst.get().wrapping_add(at),
+                        ldo: pixels,
+                        ocs: ocb.min(cout - oc0),
+                        bias: start.bias.map_or(std::ptr::null(), |bs| bs[oc0..].as_ptr()),
+                        residual: start.residual.map_or(std::ptr::null(), |res| res[at..].as_ptr()),
                     };
                     // SAFETY: the tile reads x[b][c][p0 + p] for c < cin (whole blocks, checked
                     // above) and p < r (p0 + r ≤ pixels), inside `img`; the panel holds
-                    // cin·ocb values; `sums` MAX_SUMS = ocb·PITCH.
+                    // cin·ocb values; it writes (and reads of the residual, shaped as the
+                    // output) elements (b, oc0 + j, p0 + p) for j < ocs, p < r, written only by
+                    // this item (image b, pixel group gi); the bias has cout ≥ oc0 + ocs values.
                     unsafe { kernel::run(isa, r, &t) };
-                    let at = |o: usize| (b * cout + o) * pixels + p0;
-                    // SAFETY: elements (b, o, p0..p0 + r) of the output, written only by this
-                    // item (image b, pixel group gi).
-                    unsafe { store_sums(&dst, &sums, r, oc0..(oc0 + ocb).min(cout), at, start) };
                 }
             }
         });
