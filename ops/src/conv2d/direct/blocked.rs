@@ -1,11 +1,13 @@
 //! The channel-blocked direct forward: output channels on the vector lanes (see
-//! `blocked_kernel.rs`), for any kernel size, stride and dilation, on maps of any width.
+//! `blocked_kernel.rs`), for any kernel size, stride and dilation, on maps of any width; and
+//! the stride-1 input gradient, which is the same computation on the padded output gradient.
 //!
 //! The input is copied once per call, zero-padded, into blocks of `CI` channels
 //! (`[batch][c/CI][hp][wp][CI]`, the layout oneDNN calls nChw16c; a group norm + ReLU can be
 //! applied on the way, as in `pack::phase_planes`), and the weights into panels of `2·LANES`
 //! output channels. Each tile sums over all input channels with its accumulators in registers
-//! and is written once, transposed back into the NCHW output, on top of the residual and bias.
+//! and writes itself once, transposed back into the NCHW output, on top of the residual and
+//! bias.
 //!
 //! Work split: (image, block of output channels, run of output rows) items over rayon's
 //! threads; each output element is computed by one tile in a fixed order, so results do not
@@ -30,6 +32,7 @@ pub(crate) fn eligible(g: &Geom, cin: usize) -> bool {
     enabled() && g.groups == 1 && g.kh * g.kw > 1 && super::lane_use(cin, CI) >= super::MIN_CHANNEL_LANE_USE
 }
 
+/// False when `BITGRAD_CONV_BLOCKED=0` or `BITGRAD_CONV_DIRECT=0` (read once).
 pub(crate) fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| {
