@@ -4,16 +4,9 @@ use bitgrad_engine::cpu::isa::Isa;
 
 use super::super::tests::{abs, assert_close, dense, naive_forward, naive_grads, randn, Case};
 use super::super::Conv2dParams;
+use super::tests::{to32, to64};
 use super::*;
 use super::{blocked, pointwise};
-
-fn to32(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&v| v as f32).collect()
-}
-
-fn to64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&v| v as f64).collect()
-}
 
 /// Blocked-eligible shapes (at least 13 of every 16 input channels real) that cover the
 /// kernels' edges: a last channel block part-filled (13, 40 channels), several channel blocks,
@@ -63,6 +56,32 @@ fn data(case: &Case, seed: u64) -> Data {
     }
 }
 
+/// The case's bias and, when `residual`, its residual, as f32 (for a [`Start`]).
+fn start_values(case: &Case, d: &Data, residual: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    (case.bias.then(|| to32(&d.b)), residual.then(|| to32(&d.r)))
+}
+
+/// `y` against the plain loops' forward, plus the residual when `residual`.
+fn check_forward(y: &[f32], case: &Case, d: &Data, residual: bool, what: &str) {
+    let g = case.geom();
+    let bias = case.bias.then_some(&d.b[..]);
+    let mut want = naive_forward(&d.x, &d.w, bias, &g);
+    let mut scale = naive_forward(&abs(&d.x), &abs(&d.w), bias.map(abs).as_deref(), &g);
+    if residual {
+        want.iter_mut().zip(&d.r).for_each(|(w, r)| *w += r);
+        scale.iter_mut().zip(&d.r).for_each(|(s, r)| *s += r.abs());
+    }
+    assert_close(&to64(y), &want, &scale, 1e-6, &format!("{what}: forward"));
+}
+
+/// `dx` against the plain loops' input gradient.
+fn check_input_grad(dx: &[f32], case: &Case, d: &Data, what: &str) {
+    let g = case.geom();
+    let (want, _, _) = naive_grads(&d.x, &d.w, &d.gy, &g);
+    let (scale, _, _) = naive_grads(&abs(&d.x), &abs(&d.w), &abs(&d.gy), &g);
+    assert_close(&to64(dx), &want, &scale, 1e-6, &format!("{what}: input gradient"));
+}
+
 #[test]
 fn forward_and_input_gradient_match_the_plain_loops_at_every_isa() {
     for isa in Isa::available() {
@@ -70,25 +89,16 @@ fn forward_and_input_gradient_match_the_plain_loops_at_every_isa() {
             let g = case.geom();
             assert!(blocked::eligible(&g, g.c), "case {i} meant to be eligible");
             let d = data(case, 10 * i as u64);
-            let bias = case.bias.then_some(&d.b[..]);
             let what = format!("{isa} case {i} {case:?}");
             // With the residual as the starting value on odd cases.
-            let residual = (i % 2 == 1).then_some(&d.r[..]);
-            let (b32, r32) = (bias.map(to32), residual.map(to32));
+            let residual = i % 2 == 1;
+            let (b32, r32) = start_values(case, &d, residual);
             let start = Start { bias: b32.as_deref(), residual: r32.as_deref() };
             let y = blocked::forward(&to32(&d.x), &to32(&d.w), start, &g, isa, None);
-            let mut want = naive_forward(&d.x, &d.w, bias, &g);
-            let mut scale = naive_forward(&abs(&d.x), &abs(&d.w), bias.map(abs).as_deref(), &g);
-            if let Some(r) = residual {
-                want.iter_mut().zip(r).for_each(|(w, r)| *w += r);
-                scale.iter_mut().zip(r).for_each(|(s, r)| *s += r.abs());
-            }
-            assert_close(&to64(&y), &want, &scale, 1e-6, &format!("{what}: forward"));
+            check_forward(&y, case, &d, residual, &what);
             if input_grad_shape_ok(&g) && blocked::eligible(&g, g.o) {
                 let dx = blocked::input_grad(&to32(&d.w), &to32(&d.gy), &g, isa);
-                let (want_dx, _, _) = naive_grads(&d.x, &d.w, &d.gy, &g);
-                let (scale_dx, _, _) = naive_grads(&abs(&d.x), &abs(&d.w), &abs(&d.gy), &g);
-                assert_close(&to64(&dx), &want_dx, &scale_dx, 1e-6, &format!("{what}: input gradient"));
+                check_input_grad(&dx, case, &d, &what);
             }
         }
     }
@@ -185,24 +195,15 @@ fn the_pointwise_kernel_matches_the_plain_loops_at_every_isa() {
             let g = case.geom();
             assert!(pointwise::shape_ok(&g, g.c), "case {i} meant to fit");
             let d = data(case, 200 + 10 * i as u64);
-            let bias = case.bias.then_some(&d.b[..]);
             let what = format!("{isa} pointwise case {i} {case:?}");
-            let residual = (i % 2 == 0).then_some(&d.r[..]);
-            let (b32, r32) = (bias.map(to32), residual.map(to32));
+            let residual = i % 2 == 0;
+            let (b32, r32) = start_values(case, &d, residual);
             let start = Start { bias: b32.as_deref(), residual: r32.as_deref() };
             let y = pointwise::forward(&to32(&d.x), &to32(&d.w), start, &g, isa);
-            let mut want = naive_forward(&d.x, &d.w, bias, &g);
-            let mut scale = naive_forward(&abs(&d.x), &abs(&d.w), bias.map(abs).as_deref(), &g);
-            if let Some(r) = residual {
-                want.iter_mut().zip(r).for_each(|(w, r)| *w += r);
-                scale.iter_mut().zip(r).for_each(|(s, r)| *s += r.abs());
-            }
-            assert_close(&to64(&y), &want, &scale, 1e-6, &format!("{what}: forward"));
+            check_forward(&y, case, &d, residual, &what);
             if pointwise::shape_ok(&g, g.o) {
                 let dx = pointwise::input_grad(&to32(&d.w), &to32(&d.gy), &g, isa);
-                let (want_dx, _, _) = naive_grads(&d.x, &d.w, &d.gy, &g);
-                let (scale_dx, _, _) = naive_grads(&abs(&d.x), &abs(&d.w), &abs(&d.gy), &g);
-                assert_close(&to64(&dx), &want_dx, &scale_dx, 1e-6, &format!("{what}: input gradient"));
+                check_input_grad(&dx, case, &d, &what);
             }
         }
     }

@@ -6,11 +6,11 @@ use super::super::tests::{abs, assert_close, dense, naive_forward, naive_grads, 
 use super::super::{Conv2dParams, Padding};
 use super::*;
 
-fn to32(v: &[f64]) -> Vec<f32> {
+pub(super) fn to32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&v| v as f32).collect()
 }
 
-fn to64(v: &[f32]) -> Vec<f64> {
+pub(super) fn to64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&v| v as f64).collect()
 }
 
