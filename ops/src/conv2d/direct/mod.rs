@@ -266,7 +266,8 @@ pub(crate) fn forward<T: 'static>(x: &[T], w: &[T], start: Start<T>, g: &Geom) -
 
 /// The direct forward at level `isa` (or the level its kernel choice falls back to), `None`
 /// where the shape would not run direct there.
-/// (The channel-blocked kernels where they apply, else the row-vector ones.)
+/// (The pointwise kernel, else the channel-blocked one, where they apply; else the row-vector
+/// kernels.)
 pub(crate) fn forward_at(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa: Isa) -> Option<Vec<f32>> {
     if pointwise::eligible(g, g.c) {
         return Some(pointwise::forward(x, w, start, g, isa));
@@ -278,9 +279,11 @@ pub(crate) fn forward_at(x: &[f32], w: &[f32], start: Start<f32>, g: &Geom, isa:
     eligible(g, isa).then(|| forward_f32(x, w, start, g, isa))
 }
 
-/// Whether the forward of the f32 convolution `g` runs on the direct kernels at the active level.
+/// Whether the forward of the f32 convolution `g` runs on a direct kernel that copies its input
+/// at the active level — the ones [`forward_mapped`] can fold a plane map into (the pointwise
+/// kernel reads its input in place and is not among them).
 pub(crate) fn forward_goes_direct(g: &Geom) -> bool {
-    (blocked::eligible(g, g.c))
+    blocked::eligible(g, g.c)
         || kernel_isa(g.oh, g.ow, forward_pitch(g), g.stride, isa::active()).is_some_and(|isa| eligible(g, isa))
 }
 
@@ -332,7 +335,7 @@ pub(crate) fn input_grad<T: 'static>(w: &[T], gy: &[T], g: &Geom) -> Option<Vec<
     if is_f32::<T>() && pointwise::eligible(g, g.o) {
         return Some(into_t(pointwise::input_grad(as_f32(w), as_f32(gy), g, isa::active())));
     }
-    if is_f32::<T>() && direct_enabled() && input_grad_shape_ok(g) && blocked::eligible(g, g.o) {
+    if is_f32::<T>() && input_grad_shape_ok(g) && blocked::eligible(g, g.o) {
         return Some(into_t(blocked::input_grad(as_f32(w), as_f32(gy), g, isa::active())));
     }
     let isa = kernel_isa(g.h, g.w, input_grad_pitch(g), [1, 1], isa::active())?;

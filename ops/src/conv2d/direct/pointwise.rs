@@ -5,8 +5,8 @@
 //! to 14 consecutive pixels of that run (across row ends) × 32 output channels (AVX-512), and
 //! its input channel `c` is a broadcast from `x[c][p]`: the kernel of `blocked_kernel.rs` with
 //! the channel stride `H·W` and the pixel step 1. Output-channel blocks are the innermost loop
-//! around a group of tiles, so the group's input lines (16 channels per 64-byte line...) stay in
-//! L1/L2 while every weight panel streams past them once per group. Only the weights are copied,
+//! around a group of tiles, so the group's input (16 pixels of one channel per 64-byte line)
+//! stays in L1/L2 while every weight panel streams past it once per group. Only the weights are copied,
 //! into `[o/32][c][32]` panels.
 //!
 //! Forward: `y[o][p] = Σ_c w[o][c] · x[c][p]`; input gradient: `dx[c][p] = Σ_o w[o][c] · dy[o][p]`,
