@@ -31,6 +31,10 @@
 //! of `dW` (wgrad); the sum for each output element runs in one fixed order, so results do not
 //! depend on the thread count.
 
+mod direct;
+mod direct_kernel;
+#[cfg(test)]
+mod direct_tests;
 mod gather;
 #[cfg(test)]
 mod tests;
@@ -378,9 +382,20 @@ fn bf16_to_f32(bits: u16) -> f32 {
 /// `y` `[N, P, Q, K]` (bf16) from `x` `[N, H, W, C]` (bf16) and the packed weight
 /// ([`pack_weight_fprop`]), on top of `residual` `[N, P, Q, K]` (bf16) when given: the
 /// accumulators start from it, so `y = bf16(residual + Σ products)` is rounded once.
+///
+/// With `vdpbf16ps` it runs on the direct kernels (`direct.rs`), else as a gathered GEMM
+/// ([`fprop_gathered`]); both give the same bits.
 pub(crate) fn fprop(tiles: Tiles, x: &[u16], w_packed: &[u16], residual: Option<&[u16]>, g: &Geom) -> Vec<u16> {
     assert!(takes(g) && x.len() == g.batch * g.hw() * g.c, "bf16 tiles fprop: shapes");
     assert!(residual.is_none_or(|r| r.len() == g.batch * g.p() * g.o), "bf16 tiles fprop: the residual's shape");
+    if direct::runs(tiles) {
+        return direct::fprop(tiles, x, w_packed, residual, g);
+    }
+    fprop_gathered(tiles, x, w_packed, residual, g)
+}
+
+/// [`fprop`] as one GEMM whose `A` rows are gathered from `x`, 32 output pixels at a time.
+fn fprop_gathered(tiles: Tiles, x: &[u16], w_packed: &[u16], residual: Option<&[u16]>, g: &Geom) -> Vec<u16> {
     let ksteps = g.kh * g.kw * g.c / BLOCK;
     gemm_gathered(tiles, g.batch * g.p(), g.o, ksteps, w_packed, residual, |m, panel, local| {
         gather::fprop_row(x, g, m, panel, local)
@@ -391,8 +406,18 @@ pub(crate) fn fprop(tiles: Tiles, x: &[u16], w_packed: &[u16], residual: Option<
 /// ([`round_weight`]): one GEMM per residue class of the input pixels ([`Phase`]; one for
 /// stride 1), each with only the taps that reach its pixels and its own packed weight, then
 /// the classes interleaved back into NHWC (pixels no tap reaches get zeros).
+///
+/// With `vdpbf16ps`, a stride-1 dgrad runs on the direct kernels (`direct.rs`), the same bits.
 pub(crate) fn dgrad(tiles: Tiles, dy: &[u16], w: &[u16], g: &Geom) -> Vec<u16> {
     assert!(takes(g) && dy.len() == g.batch * g.p() * g.o, "bf16 tiles dgrad: shapes");
+    if direct::runs(tiles) && direct::takes_dgrad(g) {
+        return direct::dgrad(tiles, dy, w, g);
+    }
+    dgrad_gathered(tiles, dy, w, g)
+}
+
+/// [`dgrad`] as gathered GEMMs, one per residue class of the input pixels.
+fn dgrad_gathered(tiles: Tiles, dy: &[u16], w: &[u16], g: &Geom) -> Vec<u16> {
     let phases = Phase::all(g);
     let per_phase: Vec<Option<Vec<u16>>> = phases
         .iter()

@@ -8,7 +8,7 @@ use super::*;
 use crate::bf16_gemm::{from_bf16, to_bf16};
 use crate::conv2d::Conv2dParams;
 
-fn rand_bf16(n: usize, seed: u64) -> Vec<u16> {
+pub(super) fn rand_bf16(n: usize, seed: u64) -> Vec<u16> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1);
     (0..n)
         .map(|_| {

@@ -44,6 +44,7 @@ mod simd;
 mod tests;
 mod weight_kernel;
 
+pub(crate) use blocked::{enabled as blocked_enabled, row_chunks};
 pub(crate) use pack::PlaneMap;
 
 use std::any::TypeId;
