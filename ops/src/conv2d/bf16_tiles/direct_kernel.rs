@@ -67,6 +67,10 @@ pub(super) trait Lanes {
     unsafe fn dot(acc: Self::Acc, w: Self::W, a: u32) -> Self::Acc;
     /// The 16 lanes rounded to bf16 (`bitgrad_engine::bf16_bits`) and written to `p`.
     unsafe fn round_store(p: *mut u16, acc: Self::Acc);
+    /// 16 f32 sums at `p`.
+    unsafe fn load_sums(p: *const f32) -> Self::Acc;
+    /// The 16 lanes written to `p` as they are.
+    unsafe fn store_sums(p: *mut f32, acc: Self::Acc);
 }
 
 /// The exact scalar emulation of `vdpbf16ps` (any CPU).
@@ -96,6 +100,16 @@ impl Lanes for Emulated {
     unsafe fn round_store(p: *mut u16, acc: Self::Acc) {
         for (i, v) in acc.iter().enumerate() {
             *p.add(i) = bitgrad_engine::bf16_bits(*v);
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_sums(p: *const f32) -> Self::Acc {
+        std::array::from_fn(|i| *p.add(i))
+    }
+    #[inline(always)]
+    unsafe fn store_sums(p: *mut f32, acc: Self::Acc) {
+        for (i, v) in acc.iter().enumerate() {
+            *p.add(i) = *v;
         }
     }
 }
@@ -146,6 +160,14 @@ mod x86 {
             let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(0x40));
             let bits = _mm512_mask_blend_epi32(nan, rounded, quiet);
             _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(bits));
+        }
+        #[inline(always)]
+        unsafe fn load_sums(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store_sums(p: *mut f32, acc: __m512) {
+            _mm512_storeu_ps(p, acc)
         }
     }
 }
@@ -226,6 +248,88 @@ unsafe fn reduce<L: Lanes, const R: usize, const STEP: usize>(t: &Tile, mut acc:
                 }
             }
             w = w.add(STEP_DWORDS);
+        }
+    }
+    acc
+}
+
+/// One weight-gradient tile's arguments: `R` output channels × 32 input channels of one tap,
+/// summed over pixel pairs (dword offsets).
+pub(super) struct WgradTile<'a> {
+    /// The input's pixel pairs for the tile's channel block and tap, at the chunk's first row:
+    /// per pair, 32 dwords (two halves of 16 channels, each lane the pair's two values).
+    pub x: *const u32,
+    /// The output gradient's pixel pairs for the tile's `R` output channels, every row of the
+    /// chunk in order: per pair, `R` dwords.
+    pub dy: *const u32,
+    /// Per output row of the chunk: the dword offset of its first pair in `x`.
+    pub rows: &'a [usize],
+    /// Pairs per row.
+    pub pairs: usize,
+    /// The tile's f32 sums, `R` rows of 32, 32 floats apart: read, added to, written back.
+    pub sums: *mut f32,
+}
+
+macro_rules! dispatch_wgrad {
+    ($l:ty, $r:expr, $t:expr, [$($n:literal)*]) => {
+        match $r {
+            $($n => wgrad_body::<$l, $n>($t),)*
+            _ => unreachable!("weight-gradient tile of {} rows", $r),
+        }
+    };
+}
+
+/// Runs one weight-gradient tile of `r` output channels (1 ≤ r ≤ [`MAX_PIXELS`]) on the
+/// instruction.
+///
+/// # Safety
+/// The CPU must have AVX512-BF16 (and AVX-512 F/BW/VL). For each `xo` in `t.rows` and
+/// `q < t.pairs`, `t.x` must be valid for 32 dwords at `xo + 32·q`; `t.dy` for
+/// `rows·pairs·r` dwords, `t.sums` for `32·r` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+pub(super) unsafe fn wgrad_hardware(r: usize, t: &WgradTile) {
+    dispatch_wgrad!(Hardware, r, t, [1 2 3 4 5 6 7 8 9 10 11 12 13 14])
+}
+
+/// [`wgrad_hardware`]'s arithmetic, emulated (any CPU).
+///
+/// # Safety
+/// As [`wgrad_hardware`], without the CPU requirement.
+pub(super) unsafe fn wgrad_emulated(r: usize, t: &WgradTile) {
+    dispatch_wgrad!(Emulated, r, t, [1 2 3 4 5 6 7 8 9 10 11 12 13 14])
+}
+
+#[inline(always)]
+unsafe fn wgrad_body<L: Lanes, const R: usize>(t: &WgradTile) {
+    let mut acc = [[L::zero(); 2]; R];
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = [L::load_sums(t.sums.add(32 * i)), L::load_sums(t.sums.add(32 * i + 16))];
+    }
+    let acc = wgrad_reduce::<L, R>(t, acc);
+    for (i, a) in acc.iter().enumerate() {
+        L::store_sums(t.sums.add(32 * i), a[0]);
+        L::store_sums(t.sums.add(32 * i + 16), a[1]);
+    }
+}
+
+/// The pixel pairs of every row in order: the input pairs are the vector operand (lanes =
+/// input channels), each output channel's pair the broadcast.
+#[inline(always)]
+unsafe fn wgrad_reduce<L: Lanes, const R: usize>(t: &WgradTile, mut acc: [[L::Acc; 2]; R]) -> [[L::Acc; 2]; R] {
+    let mut dy = t.dy;
+    for &xo in t.rows {
+        let mut x = t.x.add(xo);
+        for _ in 0..t.pairs {
+            let x0 = L::load(x);
+            let x1 = L::load(x.add(16));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let d = dy.add(i).read_unaligned();
+                a[0] = L::dot(a[0], x0, d);
+                a[1] = L::dot(a[1], x1, d);
+            }
+            x = x.add(32);
+            dy = dy.add(R);
         }
     }
     acc

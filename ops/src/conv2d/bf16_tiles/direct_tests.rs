@@ -4,8 +4,12 @@
 //! wider than a tile, a 1×1 pass read in place across row ends, strides, dilation, asymmetric
 //! padding, a non-square filter, batch 1 with one block of output channels. The gathered
 //! passes themselves are checked against f64 in `tests.rs`, which now runs the direct ones too.
+//!
+//! The direct weight gradient pairs pixels within rows (the gathered one across row ends), so
+//! it is checked against f64 here, in its default chunks and in chunks of a few pixels (runs of
+//! rows, several per image).
 
-use super::tests::rand_bf16;
+use super::tests::{check, connections, rand_bf16};
 use super::*;
 use crate::conv2d::Conv2dParams;
 
@@ -86,5 +90,38 @@ fn direct_passes_do_not_depend_on_the_thread_count() {
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| both(tiles, xd, wd, &p, 7));
     for (k, (a, b)) in many.iter().zip(&one).enumerate() {
         assert!(a.0 == b.0, "{tiles:?}: pass {k} differs between 1 and {} threads", rayon::current_num_threads());
+    }
+}
+
+#[test]
+fn direct_weight_gradients_match_f64_in_any_chunks() {
+    let tiles = Tiles::all_hardware().into_iter().find(|&t| t == Tiles::Dot).unwrap_or(Tiles::DotEmulated);
+    for (i, (name, xd, wd, p)) in cases().into_iter().enumerate() {
+        let g = Geom::new(&xd, &wd, &p).unwrap();
+        if !wgrad_direct::takes(&g) {
+            continue;
+        }
+        let x = rand_bf16(g.batch * g.hw() * g.c, 70 + i as u64);
+        let dy = rand_bf16(g.batch * g.p() * g.o, 80 + i as u64);
+        let taps = g.kh * g.kw;
+        let (mut want, mut scale) = (vec![0f64; g.o * taps * g.c], vec![0f64; g.o * taps * g.c]);
+        let f = |v: u16| crate::bf16_gemm::from_bf16(v) as f64;
+        for (op, ip, t) in connections(&g) {
+            for o in 0..g.o {
+                for ch in 0..g.c {
+                    let v = f(dy[op * g.o + o]) * f(x[ip * g.c + ch]);
+                    want[(o * taps + t) * g.c + ch] += v;
+                    scale[(o * taps + t) * g.c + ch] += v.abs();
+                }
+            }
+        }
+        for pixels in [usize::MAX, 5, 2 * g.ow + 3] {
+            let got = if pixels == usize::MAX {
+                wgrad_direct::wgrad(tiles, &dy, &x, &g)
+            } else {
+                wgrad_direct::wgrad_in_chunks(tiles, &dy, &x, &g, pixels)
+            };
+            check(&format!("{tiles:?} {name}, chunks of {pixels}"), &got.krsc(), &want, &scale, g.batch * g.p(), false);
+        }
     }
 }

@@ -38,6 +38,7 @@ mod direct_tests;
 mod gather;
 #[cfg(test)]
 mod tests;
+mod wgrad_direct;
 
 use bitgrad_engine::cpu::isa::{self, Family, Isa};
 use std::mem::MaybeUninit;
@@ -488,11 +489,21 @@ fn wgrad_transposed(g: &Geom) -> bool {
 /// `B` panel and runs it against every 32-row block of `A` while the panel is hot; the sums go
 /// to a column-blocked result (`[column block][rows][32]`), accumulated chunk after chunk in
 /// order.
+///
+/// With `vdpbf16ps`, a stride-1 wgrad runs on the direct kernel (`wgrad_direct.rs`) instead.
 pub(crate) fn wgrad(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom) -> WeightGrad {
     assert!(
         takes(g) && dy.len() == g.batch * g.p() * g.o && x.len() == g.batch * g.hw() * g.c,
         "bf16 tiles wgrad: shapes"
     );
+    if direct::runs(tiles) && wgrad_direct::takes(g) {
+        return wgrad_direct::wgrad(tiles, dy, x, g);
+    }
+    wgrad_gathered(tiles, dy, x, g)
+}
+
+/// [`wgrad`] as gathered GEMMs over chunks of pixels.
+fn wgrad_gathered(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom) -> WeightGrad {
     tiles.record();
     let transposed = wgrad_transposed(g);
     let runs = g.c / BLOCK;

@@ -56,7 +56,7 @@ fn case(i: usize) -> Case {
 }
 
 /// Every (output pixel index in NPQ, input pixel index in NHW, tap) the convolution connects.
-fn connections(g: &Geom) -> Vec<(usize, usize, usize)> {
+pub(super) fn connections(g: &Geom) -> Vec<(usize, usize, usize)> {
     let mut v = Vec::new();
     for n in 0..g.batch {
         for oh in 0..g.oh {
@@ -78,7 +78,7 @@ fn connections(g: &Geom) -> Vec<(usize, usize, usize)> {
 
 /// `got` within the f32 accumulation bound of `terms` additions of the f64 reference, plus one
 /// bf16 rounding of the result when `rounded`.
-fn check(what: &str, got: &[f32], want: &[f64], scale: &[f64], terms: usize, rounded: bool) {
+pub(super) fn check(what: &str, got: &[f32], want: &[f64], scale: &[f64], terms: usize, rounded: bool) {
     for i in 0..got.len() {
         let acc = (terms as f64 + 2.0) * f32::EPSILON as f64 * scale[i];
         let round = if rounded { want[i].abs() / 256.0 } else { 0.0 };
