@@ -259,8 +259,9 @@ pub(super) struct WgradTile<'a> {
     /// The input's pixel pairs for the tile's channel block and tap, at the chunk's first row:
     /// per pair, 32 dwords (two halves of 16 channels, each lane the pair's two values).
     pub x: *const u32,
-    /// The output gradient's pixel pairs for the tile's `R` output channels, every row of the
-    /// chunk in order: per pair, `R` dwords.
+    /// The output gradient's pixel pairs at the tile's first output channel, every row of the
+    /// chunk in order: per pair, the 32 dwords of the block of output channels the tile's `R`
+    /// lie in.
     pub dy: *const u32,
     /// Per output row of the chunk: the dword offset of its first pair in `x`.
     pub rows: &'a [usize],
@@ -284,8 +285,8 @@ macro_rules! dispatch_wgrad {
 ///
 /// # Safety
 /// The CPU must have AVX512-BF16 (and AVX-512 F/BW/VL). For each `xo` in `t.rows` and
-/// `q < t.pairs`, `t.x` must be valid for 32 dwords at `xo + 32·q`; `t.dy` for
-/// `rows·pairs·r` dwords, `t.sums` for `32·r` floats.
+/// `q < t.pairs`, `t.x` must be valid for 32 dwords at `xo + 32·q`; `t.dy` for `r` dwords
+/// at each `32·p` (`p < rows·pairs`), `t.sums` for `32·r` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 pub(super) unsafe fn wgrad_hardware(r: usize, t: &WgradTile) {
@@ -329,7 +330,7 @@ unsafe fn wgrad_reduce<L: Lanes, const R: usize>(t: &WgradTile, mut acc: [[L::Ac
                 a[1] = L::dot(a[1], x1, d);
             }
             x = x.add(32);
-            dy = dy.add(R);
+            dy = dy.add(32);
         }
     }
     acc

@@ -9,8 +9,8 @@
 //! odd ones. With stride 1, the pair `(2q + s·dw, 2q + 1 + s·dw)` that tap `(r, s)` reads for
 //! the output pair `q` is then pair `q + ⌊s·dw/2⌋` of the copy of alignment `s·dw mod 2`, in
 //! row `oh + r·dh`: every tap reads the same two copies at an offset. `dy` is interleaved once,
-//! `[row][pair][K]` (each dword the pair's two values of one output channel), so a tile's output
-//! channels are one run of dwords per pair.
+//! `[K/32][row][pair][32]` (each dword the pair's two values of one output channel), so a
+//! tile's output channels are one run of dwords per pair.
 //!
 //! A tile is up to 14 output channels (broadcast) × 32 input channels (two vectors of pairs) of
 //! one tap, its f32 sums in registers over every pair of a chunk of output rows; the sums live
@@ -38,6 +38,10 @@ const CHUNK_BYTES: usize = 512 << 10;
 /// (`K·taps·C` of them in all, more than L2 holds for the deep layers), so a chunk must carry
 /// enough work to pay for that traffic.
 const MIN_CHUNK_PIXELS: usize = 512;
+/// Work per chunk, at least: the threads meet after packing and after the tiles of every chunk,
+/// so a chunk of a few microseconds of work (64 → 64 channels, 1×1) would be mostly waiting.
+/// Its operands then come from L3.
+const MIN_CHUNK_FLOP: usize = 64 << 20;
 
 /// Whether the weight gradient of `g` runs here: stride 1.
 pub(super) fn takes(g: &Geom) -> bool {
@@ -108,12 +112,13 @@ fn order(c: usize, k: usize, parities: usize) -> bool {
     k > parities * c
 }
 
-/// Output pixels per chunk for `c` input and `k` output channels and `parities` input copies:
-/// the operand that stays in L2 (see [`order`]) within [`CHUNK_BYTES`], plus one stream of the
-/// other.
-fn chunk_pixels(c: usize, k: usize, parities: usize) -> usize {
+/// Output pixels per chunk for `c` input and `k` output channels, `taps` taps and `parities`
+/// input copies: the operand that stays in L2 (see [`order`]) within [`CHUNK_BYTES`], plus one
+/// stream of the other — or more, up to [`MIN_CHUNK_FLOP`] of work, where the channels are few.
+fn chunk_pixels(c: usize, k: usize, taps: usize, parities: usize) -> usize {
     let resident = 2 * (parities * c).min(k);
-    (CHUNK_BYTES / (resident + 128)).max(MIN_CHUNK_PIXELS)
+    let by_work = MIN_CHUNK_FLOP.div_ceil(2 * c * k * taps);
+    (CHUNK_BYTES / (resident + 128)).max(MIN_CHUNK_PIXELS).max(by_work)
 }
 
 /// The sums' pointer, shared by tiles that each own their block of it.
@@ -130,7 +135,7 @@ impl SumsPtr {
 /// `dW` from `dy` `[N, P, Q, K]` and `x` `[N, H, W, C]` (bf16) for a `g` this [`takes`].
 pub(super) fn wgrad(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom) -> WeightGrad {
     let odd_taps = (0..g.kw).any(|s| s * g.dilation[1] % 2 == 1);
-    wgrad_in_chunks(tiles, dy, x, g, chunk_pixels(g.c, g.o, if odd_taps { 2 } else { 1 }))
+    wgrad_in_chunks(tiles, dy, x, g, chunk_pixels(g.c, g.o, g.kh * g.kw, if odd_taps { 2 } else { 1 }))
 }
 
 /// [`wgrad`] in chunks of about `pixels` output pixels (the tests run small ones).
@@ -141,7 +146,10 @@ pub(super) fn wgrad_in_chunks(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom, pix
     let ntaps = v.taps.len();
     let mut blocked = vec![0f32; ntaps * v.c * v.k];
     let parities = if v.taps.iter().any(|&(_, s)| s % 2 == 1) { 2 } else { 1 };
-    let oblocks = row_chunks(v.k, MAX_PIXELS);
+    // Runs of output channels within each block of 32 (dy's pairs are packed per block).
+    let oblocks: Vec<(usize, usize)> = (0..v.k / BLOCK)
+        .flat_map(|kb| row_chunks(BLOCK, MAX_PIXELS).into_iter().map(move |(j, r)| (kb * BLOCK + j, r)))
+        .collect();
     // The tiles in the order of `order`: rayon gives each thread a run of consecutive ones.
     let mut work = Vec::with_capacity(cbs * ntaps * oblocks.len());
     if order(v.c, v.k, parities) {
@@ -179,14 +187,14 @@ pub(super) fn wgrad_in_chunks(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom, pix
             }
             let wide = tiles == Tiles::Dot;
             pack_input(xs, x, &v, &chunk, in_rows, parities, wide);
-            pack_dy(ds, dy, &v, &chunk, &oblocks, wide);
+            pack_dy(ds, dy, &v, &chunk, wide);
             let (xs, ds) = (&*xs, &*ds);
             work.par_iter().for_each(|&(cb, t, (o0, r))| {
                 let (tr, tc) = v.taps[t];
                 let copy = (tc % 2) * copy_len + cb * in_rows * v.xq * 32;
                 let tile = WgradTile {
                     x: xs[copy + (tr * v.xq + tc / 2) * 32..].as_ptr(),
-                    dy: ds[o0 * out_rows * v.pairs..].as_ptr(),
+                    dy: ds[(o0 / BLOCK) * out_rows * v.pairs * BLOCK + o0 % BLOCK..].as_ptr(),
                     rows: &rows,
                     pairs: v.pairs,
                     sums: sums.get().wrapping_add(((t * cbs + cb) * v.k + o0) * BLOCK),
@@ -261,50 +269,32 @@ fn interleave(a: &[u16], b: &[u16], out: &mut [u32]) {
     }
 }
 
-/// The chunk's output-gradient rows into `dst` as `[output-channel run][row][pair][run]`, the
-/// runs `oblocks` (`(first, length)`): each dword the pair's two values of one output channel
-/// (the second zero past an odd row's end), so that a tile's channels are one stream.
-fn pack_dy(
-    dst: &mut [u32],
-    dy: &[u16],
-    v: &View,
-    chunk: &[(usize, usize, usize)],
-    oblocks: &[(usize, usize)],
-    wide: bool,
-) {
+/// The chunk's output-gradient rows into `dst` as `[K/32][row][pair][32]`: each dword the
+/// pair's two values of one output channel (the second zero past an odd row's end), so that a
+/// tile's channels are one stream of 64-byte lines.
+fn pack_dy(dst: &mut [u32], dy: &[u16], v: &View, chunk: &[(usize, usize, usize)], wide: bool) {
     let rows: Vec<(usize, usize)> = chunk.iter().flat_map(|&(n, r0, r1)| (r0..r1).map(move |r| (n, r))).collect();
-    let per_row = v.pairs * v.k;
-    let dst = &mut dst[..rows.len() * per_row];
-    // Split at the runs' starts: run b is `rows · pairs · length` dwords.
-    let mut parts = Vec::with_capacity(oblocks.len());
-    let mut rest = dst;
-    for &(_, len) in oblocks {
-        let (head, tail) = rest.split_at_mut(rows.len() * v.pairs * len);
-        parts.push(head);
-        rest = tail;
-    }
-    parts.into_par_iter().zip(oblocks).for_each(|(d, &(o0, len))| {
-        for (d, &(n, r)) in d.chunks_exact_mut(v.pairs * len).zip(&rows) {
-            let line = &dy[(n * v.oh + r) * v.ow * v.k + o0..];
-            // SAFETY: `wide` only where the CPU has AVX-512 (Tiles::Dot).
-            #[cfg(target_arch = "x86_64")]
-            if wide {
-                unsafe { avx512::dy_row(d, line, v, len) };
-                continue;
-            }
-            dy_row(d, line, v, len);
+    let per_row = v.pairs * BLOCK;
+    dst[..v.k * rows.len() * v.pairs].par_chunks_mut(per_row).enumerate().for_each(|(i, d)| {
+        let (kb, (n, r)) = (i / rows.len(), rows[i % rows.len()]);
+        let line = &dy[(n * v.oh + r) * v.ow * v.k + kb * BLOCK..];
+        // SAFETY: `wide` only where the CPU has AVX-512 (Tiles::Dot).
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            return unsafe { avx512::dy_row(d, line, v) };
         }
+        dy_row(d, line, v)
     });
 }
 
-/// One row of `dy`'s pairs for `len` output channels (`line` from the first): pixel `2q` in the
+/// One row of `dy`'s pairs for 32 output channels (`line` from the first): pixel `2q` in the
 /// low halves, `2q + 1` (or zeros) in the high.
 #[inline(always)]
-fn dy_row(d: &mut [u32], line: &[u16], v: &View, len: usize) {
-    for (q, out) in d.chunks_exact_mut(len).enumerate() {
-        let a = &line[2 * q * v.k..][..len];
+fn dy_row(d: &mut [u32], line: &[u16], v: &View) {
+    for (q, out) in d.chunks_exact_mut(BLOCK).enumerate() {
+        let a = &line[2 * q * v.k..][..BLOCK];
         if 2 * q + 1 < v.ow {
-            interleave(a, &line[(2 * q + 1) * v.k..][..len], out);
+            interleave(a, &line[(2 * q + 1) * v.k..][..BLOCK], out);
         } else {
             out.iter_mut().zip(a).for_each(|(o, &a)| *o = a as u32);
         }
@@ -323,7 +313,7 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) unsafe fn dy_row(d: &mut [u32], line: &[u16], v: &View, len: usize) {
-        super::dy_row(d, line, v, len)
+    pub(super) unsafe fn dy_row(d: &mut [u32], line: &[u16], v: &View) {
+        super::dy_row(d, line, v)
     }
 }
