@@ -267,8 +267,12 @@ pub(super) struct WgradTile<'a> {
     pub rows: &'a [usize],
     /// Pairs per row.
     pub pairs: usize,
-    /// The tile's f32 sums, `R` rows of 32, 32 floats apart: read, added to, written back.
+    /// The tile's f32 sums, `R` rows of 32, 32 floats apart: read (when `accumulate`), added
+    /// to, written back.
     pub sums: *mut f32,
+    /// Whether `sums` holds earlier chunks' sums (else the tile starts from zero and only
+    /// writes them).
+    pub accumulate: bool,
 }
 
 macro_rules! dispatch_wgrad {
@@ -286,7 +290,8 @@ macro_rules! dispatch_wgrad {
 /// # Safety
 /// The CPU must have AVX512-BF16 (and AVX-512 F/BW/VL). For each `xo` in `t.rows` and
 /// `q < t.pairs`, `t.x` must be valid for 32 dwords at `xo + 32·q`; `t.dy` for `r` dwords
-/// at each `32·p` (`p < rows·pairs`), `t.sums` for `32·r` floats.
+/// at each `32·p` (`p < rows·pairs`), `t.sums` for `32·r` floats (initialized when
+/// `t.accumulate`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 pub(super) unsafe fn wgrad_hardware(r: usize, t: &WgradTile) {
@@ -304,8 +309,10 @@ pub(super) unsafe fn wgrad_emulated(r: usize, t: &WgradTile) {
 #[inline(always)]
 unsafe fn wgrad_body<L: Lanes, const R: usize>(t: &WgradTile) {
     let mut acc = [[L::zero(); 2]; R];
-    for (i, a) in acc.iter_mut().enumerate() {
-        *a = [L::load_sums(t.sums.add(32 * i)), L::load_sums(t.sums.add(32 * i + 16))];
+    if t.accumulate {
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = [L::load_sums(t.sums.add(32 * i)), L::load_sums(t.sums.add(32 * i + 16))];
+        }
     }
     let acc = wgrad_reduce::<L, R>(t, acc);
     for (i, a) in acc.iter().enumerate() {

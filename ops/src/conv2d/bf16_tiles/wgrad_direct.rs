@@ -43,9 +43,9 @@ const MIN_CHUNK_PIXELS: usize = 512;
 /// Its operands then come from L3.
 const MIN_CHUNK_FLOP: usize = 64 << 20;
 
-/// Whether the weight gradient of `g` runs here: stride 1.
+/// Whether the weight gradient of `g` runs here: stride 1 (and some output pixels).
 pub(super) fn takes(g: &Geom) -> bool {
-    g.stride == [1, 1]
+    g.stride == [1, 1] && g.batch * g.p() > 0
 }
 
 /// The pass in the view the kernel runs: a 1×1 unpadded map as one row per image.
@@ -144,7 +144,9 @@ pub(super) fn wgrad_in_chunks(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom, pix
     let v = View::of(g, pixels);
     let cbs = v.c / BLOCK;
     let ntaps = v.taps.len();
-    let mut blocked = vec![0f32; ntaps * v.c * v.k];
+    // Every element is written by the first chunk's tiles (each (tap, block, run) once); later
+    // chunks add to it. No zero fill: dW is as large as the layer's weights.
+    let mut blocked: Vec<f32> = Vec::with_capacity(ntaps * v.c * v.k);
     let parities = if v.taps.iter().any(|&(_, s)| s % 2 == 1) { 2 } else { 1 };
     // Runs of output channels within each block of 32 (dy's pairs are packed per block).
     let oblocks: Vec<(usize, usize)> = (0..v.k / BLOCK)
@@ -171,7 +173,7 @@ pub(super) fn wgrad_in_chunks(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom, pix
     };
     tiles.record();
     let sums = SumsPtr(blocked.as_mut_ptr());
-    for chunk in v.chunks(pixels) {
+    for (ci, chunk) in v.chunks(pixels).into_iter().enumerate() {
         let out_rows: usize = chunk.iter().map(|&(_, r0, r1)| r1 - r0).sum();
         let in_rows = out_rows + chunk.len() * v.eh;
         let copy_len = cbs * in_rows * v.xq * 32;
@@ -198,16 +200,21 @@ pub(super) fn wgrad_in_chunks(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom, pix
                     rows: &rows,
                     pairs: v.pairs,
                     sums: sums.get().wrapping_add(((t * cbs + cb) * v.k + o0) * BLOCK),
+                    accumulate: ci > 0,
                 };
                 // SAFETY: output row i of a run reads input-copy row i + tr ≤ the run's last
                 // row + eh, pairs tc/2 + q < xq (View::of), inside copy `tc mod 2` of block cb;
                 // dy's row i, pairs q < pairs, channels o0 + j < K; the tile's sums are rows
-                // o0..o0 + r of block (t, cb), which no other tile touches. The instruction
+                // o0..o0 + r of block (t, cb), which no other tile touches (read only after
+                // the first chunk wrote them). The instruction
                 // runs only for Tiles::Dot, which exists only where the CPU has AVX512-BF16.
                 unsafe { run_tile(r, &tile) };
             });
         });
     }
+    // SAFETY: the capacity holds ntaps·C·K floats, all written by the first chunk (there is at
+    // least one: takes(), asserted above, requires output pixels).
+    unsafe { blocked.set_len(ntaps * v.c * v.k) };
     WeightGrad { blocked, g: *g, transposed: false }
 }
 
