@@ -221,7 +221,8 @@ pub(super) fn wgrad_in_chunks(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom, pix
 /// The chunk's input rows (each run's output rows plus the filter's reach, zero-padded) into
 /// `dst` as `[alignment][C/32][row][xq pairs][32]`: alignment 0 pairs columns `(2q, 2q + 1)` of
 /// the padded map, alignment 1 `(2q + 1, 2q + 2)`; each dword is a pair of one channel, the
-/// lower column in the low half.
+/// lower column in the low half. `wide`: compiled for AVX-512 (x86-64 only).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn pack_input(
     dst: &mut [u32],
     x: &[u16],
@@ -279,6 +280,7 @@ fn interleave(a: &[u16], b: &[u16], out: &mut [u32]) {
 /// The chunk's output-gradient rows into `dst` as `[K/32][row][pair][32]`: each dword the
 /// pair's two values of one output channel (the second zero past an odd row's end), so that a
 /// tile's channels are one stream of 64-byte lines.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // `wide`: x86-64 only
 fn pack_dy(dst: &mut [u32], dy: &[u16], v: &View, chunk: &[(usize, usize, usize)], wide: bool) {
     let rows: Vec<(usize, usize)> = chunk.iter().flat_map(|&(n, r0, r1)| (r0..r1).map(move |r| (n, r))).collect();
     let per_row = v.pairs * BLOCK;
