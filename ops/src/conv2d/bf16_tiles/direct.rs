@@ -140,11 +140,11 @@ fn run(tiles: Tiles, p: &Pass) -> Vec<u16> {
     let ksteps = p.taps.len() * cbs;
     let obs = cout / BLOCK;
     assert_eq!(p.panels.len(), obs * ksteps * STEP_LEN, "bf16 direct: packed weight size");
-    // A flat pass reads the NHWC source where it lies (a pixel's channel pairs are its run of
-    // c/2 dwords): no copy. Measured against copying it like the others (Zen 4, 2 threads,
-    // R50x1's stride-1 1×1s at 224 px): forward 86.0–86.8 against 87.0–88.6 ms, input gradient
-    // 349–354 against 324–336 GF/s.
-    let in_place = flat;
+    // An unpadded 1×1 pass reads the NHWC source where it lies (a pixel's channel pairs are its
+    // run of c/2 dwords): no copy, and with a stride none of the pixels it skips. Measured
+    // against copying it like the others (Zen 4, 2 threads, R50x1's stride-1 1×1s at 224 px):
+    // forward 86.0–86.8 against 87.0–88.6 ms, input gradient 349–354 against 324–336 GF/s.
+    let in_place = p.taps == [(0, 0)] && p.pad == [0; 4];
     let image = cbs * hp * wp * 16;
     let tap_offsets: Vec<isize> = p.taps.iter().map(|&(tr, tc)| ((tr * wp + tc) * 16) as isize).collect();
     let chunks = row_chunks(ow, MAX_PIXELS);
@@ -176,8 +176,9 @@ fn run(tiles: Tiles, p: &Pass) -> Vec<u16> {
                     let (i, (j0, r)) = (k / chunks.len(), chunks[k % chunks.len()]);
                     let at = ((b * oh + i) * ow + j0) * cout + ob * BLOCK;
                     let (x, cb_stride, step) = if in_place {
-                        // Pixel j0 of image b's one row, channel blocks 16 dwords apart.
-                        (p.src[(b * w + j0) * c..].as_ptr().cast::<u32>(), 16, c / 2)
+                        // Input pixel (i·sh, j0·sw) of image b, channel blocks 16 dwords apart.
+                        let at = ((b * h + i * p.stride[0]) * w + j0 * p.stride[1]) * c;
+                        (p.src[at..].as_ptr().cast::<u32>(), 16, p.stride[1] * c / 2)
                     } else {
                         let img = &packed[b * image..][..image];
                         (img[(i * p.stride[0] * wp + j0 * p.stride[1]) * 16..].as_ptr(), hp * wp * 16, p.stride[1] * 16)
@@ -195,8 +196,10 @@ fn run(tiles: Tiles, p: &Pass) -> Vec<u16> {
                     };
                     // SAFETY: pixel (i, j0 + q) under tap (tr, tc) reads padded row i·sh + tr <
                     // hp and column (j0 + q)·sw + tc < wp (checked above) of each channel block
-                    // of image b, inside `img`; the panel holds ksteps·512 dwords (the weight
-                    // is read unaligned); the tile writes (and reads of the residual, shaped
+                    // of image b, inside `img` (read in place: row i·sh < h, column
+                    // (j0 + q)·sw < w of `src`, all c channels; src's dwords are read
+                    // unaligned); the panel holds ksteps·512 dwords (read unaligned too); the
+                    // tile writes (and reads of the residual, shaped
                     // as the output) the 32 channels of pixels (b, i, j0 + q), q < r, written by
                     // no other item. The instruction runs only for Tiles::Dot, which exists
                     // only where the CPU has AVX512-BF16.
