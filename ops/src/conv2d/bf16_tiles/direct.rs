@@ -9,7 +9,8 @@
 //! (`[n][c/32][hp][wp][32]`, each pixel's block one 64-byte line), and a tile of up to 14 pixels
 //! of one output row × 32 output channels sums every tap and channel in registers
 //! (`direct_kernel.rs`), reading one 32-column panel of the same packed `B` the gathered passes
-//! use. A 1×1, stride-1, unpadded pass runs on each image as one row of `H·W` pixels.
+//! use. An unpadded 1×1 pass reads the NHWC tensor in place instead of copying it; at stride 1
+//! it runs on each image as one row of `H·W` pixels.
 //!
 //! * **fprop**: taps at `(r·dh, s·dw)` in the padded input, stride `g.stride`;
 //! * **dgrad** (stride 1, no side padded by more than `(k−1)·d`): the fprop of `dy` padded by
