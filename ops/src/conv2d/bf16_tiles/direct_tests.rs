@@ -91,6 +91,14 @@ fn direct_passes_do_not_depend_on_the_thread_count() {
     for (k, (a, b)) in many.iter().zip(&one).enumerate() {
         assert!(a.0 == b.0, "{tiles:?}: pass {k} differs between 1 and {} threads", rayon::current_num_threads());
     }
+    // The weight gradient over many chunks (runs of rows; sums carried between them).
+    let g = Geom::new(&xd, &wd, &p).unwrap();
+    let x = rand_bf16(g.batch * g.hw() * g.c, 8);
+    let dy = rand_bf16(g.batch * g.p() * g.o, 9);
+    let dw = || wgrad_direct::wgrad_in_chunks(tiles, &dy, &x, &g, 20).krsc();
+    let many = dw();
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(dw);
+    assert!(many.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()), "{tiles:?}: dW differs");
 }
 
 #[test]
