@@ -134,8 +134,17 @@ impl SumsPtr {
 
 /// `dW` from `dy` `[N, P, Q, K]` and `x` `[N, H, W, C]` (bf16) for a `g` this [`takes`].
 pub(super) fn wgrad(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom) -> WeightGrad {
-    let odd_taps = (0..g.kw).any(|s| s * g.dilation[1] % 2 == 1);
-    wgrad_in_chunks(tiles, dy, x, g, chunk_pixels(g.c, g.o, g.kh * g.kw, if odd_taps { 2 } else { 1 }))
+    wgrad_in_chunks(tiles, dy, x, g, chunk_pixels(g.c, g.o, g.kh * g.kw, parities(g)))
+}
+
+/// The input copies `g` needs: the odd-aligned one only when some tap's column offset `s·dw`
+/// is odd.
+fn parities(g: &Geom) -> usize {
+    if (0..g.kw).any(|s| s * g.dilation[1] % 2 == 1) {
+        2
+    } else {
+        1
+    }
 }
 
 /// [`wgrad`] in chunks of about `pixels` output pixels (the tests run small ones).
@@ -147,7 +156,7 @@ pub(super) fn wgrad_in_chunks(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom, pix
     // Every element is written by the first chunk's tiles (each (tap, block, run) once); later
     // chunks add to it. No zero fill: dW is as large as the layer's weights.
     let mut blocked: Vec<f32> = Vec::with_capacity(ntaps * v.c * v.k);
-    let parities = if v.taps.iter().any(|&(_, s)| s % 2 == 1) { 2 } else { 1 };
+    let parities = parities(g);
     // Runs of output channels within each block of 32 (dy's pairs are packed per block).
     let oblocks: Vec<(usize, usize)> = (0..v.k / BLOCK)
         .flat_map(|kb| row_chunks(BLOCK, MAX_PIXELS).into_iter().map(move |(j, r)| (kb * BLOCK + j, r)))
@@ -180,7 +189,8 @@ pub(super) fn wgrad_in_chunks(tiles: Tiles, dy: &[u16], x: &[u16], g: &Geom, pix
         with_scratch::<f32, _>([parities * copy_len, out_rows * v.pairs * v.k], |xs, ds| {
             let xs: &mut [u32] = bytemuck::cast_slice_mut(xs);
             let ds: &mut [u32] = bytemuck::cast_slice_mut(ds);
-            // Per output row: its first pair in each input copy (tap (0, 0)) and in dy.
+            // Per output row: the offset of its first pair in an input copy (tap (0, 0)); its
+            // pairs of dy follow the previous row's.
             let mut rows = Vec::with_capacity(out_rows);
             let mut xr = 0;
             for &(_, r0, r1) in &chunk {
